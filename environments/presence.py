@@ -1,0 +1,117 @@
+"""Who is in which environment right now, across every server process.
+
+A participant is a wallet with at least one connection joined to the environment. With
+``REDIS_URL`` set the entries live in Redis (one sorted set per environment, scored by expiry,
+refreshed by the process that owns the connection), so counts are right across processes and a
+crashed process's entries expire on their own. Without Redis, one process is all there is and a
+dictionary suffices.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Protocol
+
+import redis
+from django.conf import settings
+
+ENTRY_TTL = 120  # seconds an entry lives without a refresh
+REFRESH_EVERY = 30
+
+
+class Presence(Protocol):
+    def add(self, environment_id: str, connection: str, wallet: str) -> None: ...
+    def remove(self, environment_id: str, connection: str, wallet: str) -> None: ...
+    def refresh(self, entries: Iterable[tuple[str, str, str]]) -> None: ...
+    def count(self, environment_id: str) -> int: ...
+    def counts(self, environment_ids: list[str]) -> dict[str, int]: ...
+
+
+class LocalPresence:
+    """Single-process presence (the in-memory default)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, dict[str, str]] = defaultdict(dict)
+
+    def add(self, environment_id: str, connection: str, wallet: str) -> None:
+        with self._lock:
+            self._entries[environment_id][connection] = wallet
+
+    def remove(self, environment_id: str, connection: str, wallet: str) -> None:
+        with self._lock:
+            members = self._entries.get(environment_id)
+            if members is not None:
+                members.pop(connection, None)
+                if not members:
+                    del self._entries[environment_id]
+
+    def refresh(self, entries: Iterable[tuple[str, str, str]]) -> None:
+        return None
+
+    def count(self, environment_id: str) -> int:
+        with self._lock:
+            return len(set(self._entries.get(environment_id, {}).values()))
+
+    def counts(self, environment_ids: list[str]) -> dict[str, int]:
+        return {environment_id: self.count(environment_id) for environment_id in environment_ids}
+
+
+class RedisPresence:
+    """Presence shared by every process through Redis."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, max_connections=200)
+        self._prefix = prefix
+
+    def _key(self, environment_id: str) -> str:
+        return f"{self._prefix}:presence:{environment_id}"
+
+    def add(self, environment_id: str, connection: str, wallet: str) -> None:
+        key = self._key(environment_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(key, {f"{connection}|{wallet}": time.time() + ENTRY_TTL})
+        pipe.expire(key, ENTRY_TTL * 2)
+        pipe.execute()
+
+    def remove(self, environment_id: str, connection: str, wallet: str) -> None:
+        self._redis.zrem(self._key(environment_id), f"{connection}|{wallet}")
+
+    def refresh(self, entries: Iterable[tuple[str, str, str]]) -> None:
+        expiry = time.time() + ENTRY_TTL
+        pipe = self._redis.pipeline(transaction=False)
+        for environment_id, connection, wallet in entries:
+            key = self._key(environment_id)
+            pipe.zadd(key, {f"{connection}|{wallet}": expiry})
+            pipe.expire(key, ENTRY_TTL * 2)
+        pipe.execute()
+
+    def count(self, environment_id: str) -> int:
+        return self.counts([environment_id])[environment_id]
+
+    def counts(self, environment_ids: list[str]) -> dict[str, int]:
+        if not environment_ids:
+            return {}
+        now = time.time()
+        pipe = self._redis.pipeline(transaction=False)
+        for environment_id in environment_ids:
+            key = self._key(environment_id)
+            pipe.zremrangebyscore(key, "-inf", now)
+            pipe.zrange(key, 0, -1)
+        replies = pipe.execute()
+        result = {}
+        for index, environment_id in enumerate(environment_ids):
+            members = replies[index * 2 + 1]
+            result[environment_id] = len({member.rsplit(b"|", 1)[1] for member in members})
+        return result
+
+
+@functools.cache
+def backend() -> Presence:
+    if settings.REDIS_URL:
+        return RedisPresence(settings.REDIS_URL, settings.FUNPUMP_REDIS_PREFIX)
+    return LocalPresence()

@@ -1,0 +1,91 @@
+"""Read-side of environments: the shapes of ENVIRONMENT_STATE and the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from environments import presence
+from environments.models import ChatMessage, Environment, Position
+from trading import curve
+from trading.selectors import millis, trade_view, trades_recent
+
+HISTORY_SIZE = 50
+
+
+def environment_get(environment_id: str) -> Environment | None:
+    return Environment.objects.filter(pk=environment_id).first()
+
+
+def environment_list() -> QuerySet[Environment]:
+    return Environment.objects.order_by("-created_at", "id")
+
+
+def environment_summary(environment: Environment, *, participants: int) -> dict[str, Any]:
+    """The environment without chat, trades or balance: the HTTP shape."""
+    state = environment.curve
+    return {
+        "id": environment.id,
+        "name": environment.name,
+        "tokenMint": environment.token_mint,
+        "virtualSolReserves": str(environment.virtual_sol_reserves),
+        "virtualTokenReserves": str(environment.virtual_token_reserves),
+        "participants": participants,
+        "realSolReserves": str(environment.real_sol_reserves),
+        "realTokenReserves": str(environment.real_token_reserves),
+        "complete": environment.complete,
+        "isOpen": environment.is_open,
+        "price": curve.format_price(state.spot_price),
+        "marketCap": str(state.market_cap),
+        "sequence": environment.sequence,
+        "fees": {
+            "protocolBps": environment.protocol_fee_bps,
+            "creatorBps": environment.creator_fee_bps,
+        },
+        "launchedBy": environment.launched_by or None,
+        "createdAt": millis(environment.created_at),
+    }
+
+
+def environment_summaries(environments: list[Environment]) -> list[dict[str, Any]]:
+    counts = presence.backend().counts([environment.id for environment in environments])
+    return [
+        environment_summary(environment, participants=counts.get(environment.id, 0))
+        for environment in environments
+    ]
+
+
+def chat_view(message: ChatMessage) -> dict[str, Any]:
+    """A chat line as broadcast in ``CHAT_MESSAGE`` and listed in ``chatHistory``."""
+    return {
+        "userId": message.wallet,
+        "message": message.message,
+        "timestamp": millis(message.created_at),
+        "id": str(message.pk),
+        "environmentId": message.environment_id,
+        "sequence": message.sequence,
+    }
+
+
+def balance_view(position: Position) -> dict[str, str]:
+    return {"sol": str(position.sol_balance), "token": str(position.token_balance)}
+
+
+def environment_state(environment: Environment, position: Position) -> dict[str, Any]:
+    """``ENVIRONMENT_STATE`` for one participant: everything up to ``environment.sequence``.
+
+    The history stops at the sequence read with the environment row, so the state and the
+    broadcasts that follow it never overlap.
+    """
+    # Filtering on the sequence keeps events committed after the row was read out of the state:
+    # the member receives those as broadcasts instead.
+    upto = environment.sequence
+    chat = ChatMessage.objects.filter(
+        environment=environment, hidden=False, sequence__lte=upto
+    ).order_by("-sequence")
+    state = environment_summary(environment, participants=presence.backend().count(environment.id))
+    state["chatHistory"] = [chat_view(message) for message in reversed(chat[:HISTORY_SIZE])]
+    state["trades"] = [trade_view(trade) for trade in trades_recent(environment.id, upto=upto)]
+    state["balance"] = balance_view(position)
+    return state

@@ -1,0 +1,108 @@
+"""HTTP API for environments and their trade history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import permissions, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from environments.selectors import environment_get, environment_list, environment_summaries
+from environments.services import environment_create
+from funpump.auth import user_wallet
+from funpump.errors import DomainError, ErrorCode
+from trading.selectors import trade_view, trades_page
+
+MAX_PAGE = 200
+DEFAULT_PAGE = 50
+
+
+class LaunchRequest(serializers.Serializer[Any]):
+    name = serializers.CharField(min_length=1, max_length=64)
+    tokenMint = serializers.CharField(required=False, min_length=32, max_length=44)
+
+
+class PageQuery(serializers.Serializer[Any]):
+    before = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PAGE)
+    offset = serializers.IntegerField(required=False, min_value=0, max_value=10**9)
+
+
+class IsWallet(permissions.BasePermission):
+    """Signed in with a wallet (token or session)."""
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return user_wallet(request.user) is not None
+
+
+class EnvironmentListView(APIView):
+    """List environments (newest first) or launch one."""
+
+    def get_permissions(self) -> list[permissions.BasePermission]:
+        return [IsWallet()] if self.request.method == "POST" else []
+
+    @extend_schema(parameters=[PageQuery])
+    def get(self, request: Request) -> Response:
+        query = PageQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        limit = query.validated_data.get("limit", DEFAULT_PAGE)
+        offset = query.validated_data.get("offset", 0)
+        page = list(environment_list()[offset : offset + limit + 1])
+        next_url = None
+        if len(page) > limit:
+            page = page[:limit]
+            next_url = request.build_absolute_uri(
+                f"{request.path}?offset={offset + limit}&limit={limit}"
+            )
+        return Response({"results": environment_summaries(page), "next": next_url})
+
+    @extend_schema(request=LaunchRequest)
+    def post(self, request: Request) -> Response:
+        body = LaunchRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        environment = environment_create(
+            name=body.validated_data["name"],
+            token_mint=body.validated_data.get("tokenMint"),
+            launched_by=user_wallet(request.user) or "",
+        )
+        (summary,) = environment_summaries([environment])
+        return Response(summary, status=status.HTTP_201_CREATED)
+
+
+class EnvironmentDetailView(APIView):
+    def get(self, request: Request, environment_id: str) -> Response:
+        environment = environment_get(environment_id)
+        if environment is None:
+            raise DomainError(ErrorCode.ENVIRONMENT_NOT_FOUND, "environment not found")
+        (summary,) = environment_summaries([environment])
+        return Response(summary)
+
+
+class TradeListView(APIView):
+    """Trade history, newest first; ``before`` pages back by sequence."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("before", int, description="Only trades with a lower sequence."),
+            OpenApiParameter("limit", int, description=f"At most {MAX_PAGE}."),
+        ]
+    )
+    def get(self, request: Request, environment_id: str) -> Response:
+        if environment_get(environment_id) is None:
+            raise Http404
+        query = PageQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        limit = query.validated_data.get("limit", DEFAULT_PAGE)
+        trades = list(
+            trades_page(environment_id, before=query.validated_data.get("before"), limit=limit)
+        )
+        next_url = None
+        if len(trades) == limit and trades[-1].sequence > 1:
+            next_url = request.build_absolute_uri(
+                f"{request.path}?before={trades[-1].sequence}&limit={limit}"
+            )
+        return Response({"results": [trade_view(trade) for trade in trades], "next": next_url})

@@ -1,0 +1,27 @@
+"""ASGI entry point: HTTP through Django, ``/ws`` through the room consumer."""
+
+import os
+
+from django.conf import settings
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "funpump.settings")
+django_http = get_asgi_application()  # sets Django up before the consumer's imports
+if settings.DEBUG:
+    # Development only: in production a proxy serves STATIC_ROOT after collectstatic.
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    django_http = ASGIStaticFilesHandler(django_http)
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from funpump.consumers import RoomConsumer  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_http,
+        "websocket": AuthMiddlewareStack(URLRouter([path("ws", RoomConsumer.as_asgi())])),
+    }
+)

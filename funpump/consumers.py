@@ -1,0 +1,232 @@
+"""The ``/ws`` gateway: authenticate, decode, dispatch, answer.
+
+The consumer stays thin: it checks who is asking and what they may do, calls one service per
+message in one database unit of work, and turns domain errors into ``ERROR`` frames. Every frame
+it sends goes through one outbox per connection, so replies and broadcasts keep their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+
+from environments.services import chat_post, participant_enter, participant_leave
+from funpump import protocol
+from funpump.auth import token_wallet, user_wallet
+from funpump.db import db_call
+from funpump.errors import DomainError, ErrorCode
+from funpump.realtime import PROCESS_ID, Hub, Origin
+from trading.services import trade_execute
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_LIMIT = 1000  # frames queued for a client before it is considered gone
+OWN_COPY_WAIT = 2.0  # seconds to wait for the trader's own broadcast before the next message
+_connection_ids = itertools.count(1)
+
+Handler = Callable[["RoomConsumer", Any, str | None], Awaitable[None]]
+
+
+def origin_allowed(headers: dict[bytes, bytes]) -> bool:
+    """Browsers always send ``Origin``; it must name an allowed host. Other clients send none."""
+    origin = headers.get(b"origin")
+    if origin is None:
+        return True
+    host = urlsplit(origin.decode("latin-1")).netloc
+    domain, _port = split_domain_port(host)
+    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+
+
+class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    """One client connection."""
+
+    wallet: str | None
+    connection_id: str
+    joined: set[str]
+
+    async def connect(self) -> None:
+        headers = dict(self.scope.get("headers", []))
+        if not origin_allowed(headers):
+            await self.close()  # before accept: the handshake is refused with HTTP 403
+            return
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
+            self.wallet = token_wallet(token.strip()) if scheme == "Bearer" else None
+            if self.wallet is None:
+                await self.close()
+                return
+        else:
+            self.wallet = user_wallet(self.scope.get("user"))
+        self.connection_id = f"{PROCESS_ID}.{next(_connection_ids)}"
+        self.joined = set()
+        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
+        self.hub = await Hub.get()
+        await self.accept()
+        self.writer = asyncio.create_task(self._write())
+
+    async def disconnect(self, code: int) -> None:
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.cancel()
+        joined = list(getattr(self, "joined", ()))
+        for environment_id in joined:
+            await self.hub.leave(environment_id, self.connection_id)
+        if joined and self.wallet:
+            await db_call(participant_leave)(
+                environment_ids=joined, wallet=self.wallet, connection=self.connection_id
+            )
+
+    # --- outbound -----------------------------------------------------------------------------
+
+    def push(self, text: str) -> None:
+        """Queue a frame for this client; a client that stops reading is disconnected."""
+        try:
+            self.outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            logger.warning("outbox full, closing %s", self.connection_id)
+            self.writer.cancel()
+            self.closing = asyncio.ensure_future(self.close(code=4009))
+
+    async def _write(self) -> None:
+        while True:
+            text = await self.outbox.get()
+            await self.send(text_data=text)
+
+    def reply(self, message_type: str, data: Any, request_id: str | None) -> None:
+        self.push(protocol.encode(message_type, data, request_id))
+
+    def error(self, error: DomainError, request_id: str | None) -> None:
+        self.push(protocol.error_frame(error, request_id))
+
+    # --- inbound ------------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            self.error(protocol.invalid("binary frames are only accepted in a voice session"), None)
+            return
+        try:
+            request = protocol.decode_envelope(text_data)
+        except DomainError as exc:
+            self.error(exc, exc.request_id)
+            return
+        if isinstance(request.data, list):
+            if not 1 <= len(request.data) <= protocol.MAX_BATCH:
+                self.error(
+                    protocol.invalid(
+                        f"a batch holds 1-{protocol.MAX_BATCH} items", items=len(request.data)
+                    ),
+                    request.request_id,
+                )
+                return
+            for item in request.data:
+                await self.handle(request.type, item, request.request_id)
+        else:
+            await self.handle(request.type, request.data, request.request_id)
+
+    async def handle(self, message_type: str, data: Any, request_id: str | None) -> None:
+        """Validate and run one message; every failure becomes one ``ERROR`` frame."""
+        try:
+            payload = protocol.validate_data(message_type, data)
+            await HANDLERS[message_type](self, payload, request_id)
+        except DomainError as exc:
+            self.error(exc, request_id)
+        except Exception:
+            logger.exception(
+                "internal error handling %s (wallet=%s connection=%s requestId=%s)",
+                message_type,
+                self.wallet,
+                self.connection_id,
+                request_id,
+            )
+            self.error(DomainError(ErrorCode.INTERNAL_ERROR, "internal error"), request_id)
+
+    # --- handlers -----------------------------------------------------------------------------
+
+    def _require_wallet(self, user_id: str | None = None) -> str:
+        if self.wallet is None:
+            raise DomainError(ErrorCode.UNAUTHORIZED, "sign in first")
+        if user_id is not None and user_id != self.wallet:
+            raise DomainError(ErrorCode.UNAUTHORIZED, "userId is not the signed-in wallet")
+        return self.wallet
+
+    def _require_joined(self, environment_id: str) -> str:
+        wallet = self._require_wallet()
+        if environment_id not in self.joined:
+            raise DomainError(ErrorCode.UNAUTHORIZED, "join the environment first")
+        return wallet
+
+    async def on_heartbeat(self, data: protocol.HeartbeatData, request_id: str | None) -> None:
+        self.reply("HEARTBEAT", {"timestamp": int(time.time() * 1000)}, request_id)
+
+    async def on_join(self, data: protocol.JoinEnvironmentData, request_id: str | None) -> None:
+        wallet = self._require_wallet(data.userId)
+        environment_id = data.environmentId
+        rejoin = environment_id in self.joined
+        if not rejoin and len(self.joined) >= settings.FUNPUMP_MAX_JOINED_ENVIRONMENTS:
+            raise protocol.invalid(
+                "too many environments joined on one connection",
+                limit=settings.FUNPUMP_MAX_JOINED_ENVIRONMENTS,
+            )
+        # Register before reading the state, so no event committed in between is missed; the
+        # hub holds events until it knows which ones the state already includes.
+        await self.hub.join(environment_id, self.connection_id, self.push)
+        try:
+            state = await db_call(participant_enter)(
+                environment_id=environment_id, wallet=wallet, connection=self.connection_id
+            )
+        except BaseException:
+            if not rejoin:
+                await self.hub.leave(environment_id, self.connection_id)
+            raise
+        self.joined.add(state["id"])
+        self.reply("ENVIRONMENT_STATE", state, request_id)
+        self.hub.ready(environment_id, self.connection_id, state["sequence"])
+
+    async def on_trade(self, data: protocol.VirtualTradeData, request_id: str | None) -> None:
+        wallet = self._require_joined(data.environmentId)
+        delivered = asyncio.get_running_loop().create_future()
+        await db_call(trade_execute)(
+            environment_id=data.environmentId,
+            wallet=wallet,
+            amount=int(data.amount),
+            is_buy=data.isBuy,
+            min_amount_out=None if data.minAmountOut is None else int(data.minAmountOut),
+            origin=Origin(self.connection_id, request_id, delivered),
+        )
+        await self._own_copy(delivered)
+
+    async def on_chat(self, data: protocol.ChatMessageData, request_id: str | None) -> None:
+        wallet = self._require_joined(data.environmentId)
+        delivered = asyncio.get_running_loop().create_future()
+        await db_call(chat_post)(
+            environment_id=data.environmentId,
+            wallet=wallet,
+            message=data.message,
+            origin=Origin(self.connection_id, request_id, delivered),
+        )
+        await self._own_copy(delivered)
+
+    async def _own_copy(self, delivered: asyncio.Future[None]) -> None:
+        """Wait until the sender's copy of its broadcast is queued, so answers keep their order."""
+        try:
+            await asyncio.wait_for(delivered, OWN_COPY_WAIT)
+        except TimeoutError:
+            logger.warning("own copy not delivered in time on %s", self.connection_id)
+
+
+HANDLERS: dict[str, Handler] = {
+    "HEARTBEAT": RoomConsumer.on_heartbeat,
+    "JOIN_ENVIRONMENT": RoomConsumer.on_join,
+    "VIRTUAL_TRADE": RoomConsumer.on_trade,
+    "CHAT_MESSAGE": RoomConsumer.on_chat,
+}

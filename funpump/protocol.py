@@ -1,0 +1,342 @@
+"""Every WebSocket message of the FunPump contract, declared once.
+
+Client messages are validated here; server messages are built from these models, so that the
+published JSON Schema (``/api/protocol.json``), the docs and the code cannot drift apart.
+
+Big integers (lamports, raw token units) travel as decimal strings of digits within u64.
+Timestamps are integer milliseconds since the Unix epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import base58
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic.json_schema import models_json_schema
+
+from funpump.errors import DomainError, ErrorCode
+
+U64_MAX = 2**64 - 1
+MAX_BATCH = 50
+MAX_CHAT_CHARS = 500
+
+
+def _u64(value: str) -> str:
+    if int(value) > U64_MAX:
+        raise ValueError("must be at most 18446744073709551615")
+    return value
+
+
+def _wallet(value: str) -> str:
+    try:
+        raw = base58.b58decode(value)
+    except ValueError:
+        raise ValueError("must be a base58 Solana public key") from None
+    if len(raw) != 32:
+        raise ValueError("must be a base58 Solana public key (32 bytes)")
+    return value
+
+
+def _chat_text(value: str) -> str:
+    text = value.strip()
+    if not 1 <= len(text) <= MAX_CHAT_CHARS:
+        raise ValueError(f"must be 1-{MAX_CHAT_CHARS} characters after trimming")
+    return text
+
+
+U64 = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9]{1,20}$"),
+    AfterValidator(_u64),
+    Field(description="Unsigned 64-bit integer as a decimal string (lamports or raw units)."),
+]
+Wallet = Annotated[
+    str,
+    StringConstraints(min_length=32, max_length=44),
+    AfterValidator(_wallet),
+    Field(description="Base58 Solana public key."),
+]
+EnvironmentId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Price = Annotated[str, Field(description="Decimal string, SOL per whole token, no exponent.")]
+Millis = Annotated[int, Field(description="Milliseconds since the Unix epoch.")]
+
+
+class _Data(BaseModel):
+    """Client payloads: strict types (no coercion of numbers to strings or the like)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- Client → server --------------------------------------------------------------------------
+
+
+class HeartbeatData(_Data):
+    """``HEARTBEAT``: keeps the connection alive; the server answers with its clock."""
+
+
+class JoinEnvironmentData(_Data):
+    """``JOIN_ENVIRONMENT``: enter an environment; answered by ``ENVIRONMENT_STATE``."""
+
+    environmentId: EnvironmentId
+    userId: Wallet
+
+
+class VirtualTradeData(_Data):
+    """``VIRTUAL_TRADE``: buy with a lamport budget (fees included) or sell raw token units."""
+
+    environmentId: EnvironmentId
+    amount: U64
+    isBuy: bool
+    minAmountOut: U64 | None = Field(
+        default=None,
+        description="Slippage guard: least tokens for a buy, least lamports after fees for a sell.",
+    )
+
+
+class ChatMessageData(_Data):
+    """``CHAT_MESSAGE``: say something in a joined environment (1-500 characters, trimmed)."""
+
+    environmentId: EnvironmentId
+    message: Annotated[str, AfterValidator(_chat_text)]
+
+
+CLIENT_MESSAGES: dict[str, type[_Data]] = {
+    "HEARTBEAT": HeartbeatData,
+    "JOIN_ENVIRONMENT": JoinEnvironmentData,
+    "VIRTUAL_TRADE": VirtualTradeData,
+    "CHAT_MESSAGE": ChatMessageData,
+}
+# Messages that may arrive without data (``{"type": "HEARTBEAT"}``).
+DATA_OPTIONAL = frozenset({"HEARTBEAT"})
+
+
+# --- Server → client --------------------------------------------------------------------------
+
+
+class HeartbeatReply(_Out):
+    """``HEARTBEAT`` reply."""
+
+    timestamp: Millis
+
+
+class Fees(_Out):
+    protocolBps: int
+    creatorBps: int
+
+
+class Balance(_Out):
+    """A participant's virtual balances."""
+
+    sol: U64
+    token: U64
+
+
+class Reserves(_Out):
+    """Virtual SOL and token reserves after a trade."""
+
+    sol: U64
+    token: U64
+
+
+class TradeView(_Out):
+    """One trade as clients see it."""
+
+    userId: str
+    amount: U64 = Field(description="The request's amount: lamports to buy, raw tokens to sell.")
+    price: Price = Field(description="Average fill price, fees excluded.")
+    timestamp: Millis
+    isBuy: bool
+    id: str
+    sequence: int
+    solAmount: U64
+    tokenAmount: U64
+    fee: U64 = Field(description="Protocol plus creator fee, lamports.")
+
+
+class TradeExecuted(_Out):
+    """``VIRTUAL_TRADE_EXECUTED``: to the whole environment; the trader's copy adds ``balance``."""
+
+    trade: TradeView
+    newReserves: Reserves
+    environmentId: str
+    sequence: int
+    balance: Balance | None = None
+
+
+class ChatMessageView(_Out):
+    """``CHAT_MESSAGE`` broadcast, also the shape of ``chatHistory`` items."""
+
+    userId: str
+    message: str
+    timestamp: Millis
+    id: str
+    environmentId: str
+    sequence: int
+
+
+class EnvironmentSummary(_Out):
+    """An environment without its chat, trades and the caller's balance (the HTTP shape)."""
+
+    id: str
+    name: str
+    tokenMint: str
+    virtualSolReserves: U64
+    virtualTokenReserves: U64
+    participants: int
+    realSolReserves: U64
+    realTokenReserves: U64
+    complete: bool
+    isOpen: bool
+    price: Price
+    marketCap: U64
+    sequence: int
+    fees: Fees
+    launchedBy: str | None
+    createdAt: Millis
+
+
+class EnvironmentState(EnvironmentSummary):
+    """``ENVIRONMENT_STATE``: the reply to ``JOIN_ENVIRONMENT``."""
+
+    chatHistory: list[ChatMessageView]
+    trades: list[TradeView]
+    balance: Balance
+
+
+class ErrorData(_Out):
+    """``ERROR``: the code says what went wrong; nothing was changed."""
+
+    code: ErrorCode
+    message: str
+    details: dict[str, Any] | None = None
+
+
+SERVER_MESSAGES: dict[str, type[_Out]] = {
+    "HEARTBEAT": HeartbeatReply,
+    "ENVIRONMENT_STATE": EnvironmentState,
+    "VIRTUAL_TRADE_EXECUTED": TradeExecuted,
+    "CHAT_MESSAGE": ChatMessageView,
+    "ERROR": ErrorData,
+}
+
+
+# --- Encoding and decoding ------------------------------------------------------------------
+
+_REQUEST_ID = TypeAdapter(Annotated[str, StringConstraints(min_length=1, max_length=64)])
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One client message after the envelope is read; ``data`` not yet validated."""
+
+    type: str
+    data: Any
+    request_id: str | None
+
+
+def invalid(message: str, **details: Any) -> DomainError:
+    return DomainError(ErrorCode.INVALID_MESSAGE, message, details or None)
+
+
+def decode_envelope(text: str) -> Request:
+    """Parse a text frame into its type, data and request id; raise INVALID_MESSAGE if malformed."""
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError):
+        raise invalid("malformed JSON") from None
+    if not isinstance(raw, dict):
+        raise invalid("a message must be a JSON object")
+    request_id = raw.get("requestId")
+    if request_id is not None:
+        try:
+            request_id = _REQUEST_ID.validate_python(request_id, strict=True)
+        except ValidationError:
+            raise invalid(
+                "requestId must be a string of 1-64 characters", field="requestId"
+            ) from None
+    message_type = raw.get("type")
+    if not isinstance(message_type, str):
+        raise DomainError(
+            ErrorCode.INVALID_MESSAGE, "missing message type", {"field": "type"}
+        ).with_request_id(request_id)
+    if message_type not in CLIENT_MESSAGES:
+        raise DomainError(
+            ErrorCode.INVALID_MESSAGE,
+            "unknown message type",
+            {"field": "type", "type": message_type[:64]},
+        ).with_request_id(request_id)
+    return Request(type=message_type, data=raw.get("data"), request_id=request_id)
+
+
+def validate_data(message_type: str, data: Any) -> _Data:
+    """Validate one payload of ``message_type``; raise INVALID_MESSAGE naming the problem."""
+    model = CLIENT_MESSAGES[message_type]
+    if data is None and message_type in DATA_OPTIONAL:
+        data = {}
+    if not isinstance(data, dict):
+        raise invalid("data must be an object", field="data")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid("invalid data", errors=_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> list[dict[str, str]]:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False)[:10]:
+        field = ".".join(str(part) for part in error["loc"]) or "data"
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append({"field": field, "problem": message})
+    return problems
+
+
+def encode(message_type: str, data: Any, request_id: str | None = None) -> str:
+    """Serialise one server message; ``data`` is a model or plain JSON-ready value."""
+    payload = (
+        data.model_dump(mode="json", exclude_none=True) if isinstance(data, BaseModel) else data
+    )
+    frame: dict[str, Any] = {"type": message_type, "data": payload}
+    if request_id is not None:
+        frame["requestId"] = request_id
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_frame(error: DomainError, request_id: str | None = None) -> str:
+    data = ErrorData(code=error.code, message=error.message, details=error.details)
+    return encode("ERROR", data, request_id)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of every message, both directions, generated from the declarations above."""
+    models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = []
+    models += [(model, "validation") for model in CLIENT_MESSAGES.values()]
+    models += [(reply, "serialization") for reply in SERVER_MESSAGES.values()]
+    keys, schema = models_json_schema(models, ref_template="#/$defs/{model}")
+    schema["title"] = "FunPump WebSocket protocol"
+    schema["description"] = (
+        "Every frame is {type, data, requestId?}. clientMessages and serverMessages map each "
+        "message type to the schema of its data; a client message's data may also be an array "
+        f"of 1-{MAX_BATCH} such objects (a batch)."
+    )
+    schema["clientMessages"] = {
+        name: keys[(model, "validation")] for name, model in CLIENT_MESSAGES.items()
+    }
+    schema["serverMessages"] = {
+        name: keys[(model, "serialization")] for name, model in SERVER_MESSAGES.items()
+    }
+    return schema

@@ -1,0 +1,336 @@
+"""Broadcasts: published after commit, serialised once, sent once per server process.
+
+Each server process runs one :class:`Hub`. The hub owns one channel-layer channel and joins the
+layer group of every environment that has a member in this process, so an event crosses the
+layer once per process, not once per member. Inside the process it fans the already-serialised
+frame out to the members' outboxes.
+
+Events carry the environment's ``sequence``. The hub delivers them in sequence order per
+environment (a short wait covers two commits whose callbacks race) and never gives a member an
+event its ``ENVIRONMENT_STATE`` already included. The trader's own copy of its event carries its
+``requestId`` and private fields (its balance) and goes to that connection only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+PROCESS_ID = f"{os.getpid()}-{secrets.token_hex(4)}"
+GAP_WAIT = 0.5  # seconds to wait for a missing sequence number before skipping it
+GROUP_REFRESH = 3600  # seconds between re-adds of layer groups (the layer expires them)
+
+
+def environment_group(environment_id: str) -> str:
+    return f"env.{environment_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """The connection and request that caused an event: it gets the private copy."""
+
+    connection: str
+    request_id: str | None = None
+    delivered: asyncio.Future[None] | None = None
+
+
+@dataclass(slots=True)
+class Event:
+    """One broadcast of an environment: a message type and its public data."""
+
+    environment_id: str
+    sequence: int
+    type: str
+    data: dict[str, Any]
+    private: dict[str, Any] | None = None
+    origin: Origin | None = None
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.text:
+            self.text = _frame(self.type, self.data)
+
+    def own_text(self) -> str:
+        assert self.origin is not None
+        return _frame(self.type, {**self.data, **(self.private or {})}, self.origin.request_id)
+
+
+def _frame(message_type: str, data: dict[str, Any], request_id: str | None = None) -> str:
+    frame: dict[str, Any] = {"type": message_type, "data": data}
+    if request_id is not None:
+        frame["requestId"] = request_id
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def publish_on_commit(event: Event) -> None:
+    """Announce ``event`` once the current transaction commits; a rollback announces nothing."""
+    transaction.on_commit(lambda: _dispatch(event))
+
+
+def _dispatch(event: Event) -> None:
+    hub = Hub.instance
+    if hub is not None and hub.loop is not None and not hub.loop.is_closed():
+        hub.loop.call_soon_threadsafe(hub.submit, event)
+        return
+    # No socket server in this process (a management command, a WSGI worker): other processes
+    # still hear it through the shared layer.
+    layer = get_channel_layer()
+    if layer is None or isinstance(layer, InMemoryChannelLayer):
+        return
+    try:
+        async_to_sync(layer.group_send)(
+            environment_group(event.environment_id), _layer_message(event)
+        )
+    except Exception:
+        logger.exception("could not publish event %s#%s", event.environment_id, event.sequence)
+
+
+def _layer_message(event: Event) -> dict[str, Any]:
+    return {
+        "type": "fanout",
+        "process": PROCESS_ID,
+        "environment": event.environment_id,
+        "sequence": event.sequence,
+        "text": event.text,
+    }
+
+
+@dataclass(slots=True)
+class Member:
+    """One connection's place in an environment's feed."""
+
+    push: Callable[[str], None]
+    last: int | None = None  # highest sequence this member has seen; None until its state is sent
+    held: list[Event] = field(default_factory=list)
+
+    def offer(self, event: Event, connection: str) -> None:
+        if self.last is None:
+            self.held.append(event)
+            return
+        if event.sequence <= self.last:
+            return
+        self.last = event.sequence
+        if event.origin is not None and event.origin.connection == connection:
+            self.push(event.own_text())
+            if event.origin.delivered is not None and not event.origin.delivered.done():
+                event.origin.delivered.set_result(None)
+        else:
+            self.push(event.text)
+
+
+@dataclass(slots=True)
+class Feed:
+    """The members of one environment in this process and the in-order delivery of its events."""
+
+    members: dict[str, Member] = field(default_factory=dict)
+    next_sequence: int | None = None
+    pending: dict[int, Event] = field(default_factory=dict)
+    gap_timer: asyncio.TimerHandle | None = None
+
+    def offer(self, event: Event, loop: asyncio.AbstractEventLoop) -> None:
+        if self.next_sequence is None:
+            self.next_sequence = event.sequence
+        if event.sequence < self.next_sequence:
+            self._resolve(event)  # already delivered, or given up on
+            return
+        self.pending.setdefault(event.sequence, event)
+        self._drain()
+        if self.pending and self.gap_timer is None:
+            self.gap_timer = loop.call_later(GAP_WAIT, self._skip_gap, loop)
+
+    def _drain(self) -> None:
+        assert self.next_sequence is not None
+        while self.next_sequence in self.pending:
+            event = self.pending.pop(self.next_sequence)
+            for connection, member in self.members.items():
+                member.offer(event, connection)
+            self._resolve(event)
+            self.next_sequence += 1
+        if not self.pending and self.gap_timer is not None:
+            self.gap_timer.cancel()
+            self.gap_timer = None
+
+    def _skip_gap(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.gap_timer = None
+        if self.pending:
+            logger.warning(
+                "sequence gap at %s; delivering from %s", self.next_sequence, min(self.pending)
+            )
+            self.next_sequence = min(self.pending)
+            self._drain()
+        if self.pending:
+            self.gap_timer = loop.call_later(GAP_WAIT, self._skip_gap, loop)
+
+    @staticmethod
+    def _resolve(event: Event) -> None:
+        origin = event.origin
+        if origin is not None and origin.delivered is not None and not origin.delivered.done():
+            origin.delivered.set_result(None)
+
+    def close(self) -> None:
+        if self.gap_timer is not None:
+            self.gap_timer.cancel()
+        for event in self.pending.values():
+            self._resolve(event)
+
+
+class Hub:
+    """The per-process fan-out point between the channel layer and the connections."""
+
+    instance: Hub | None = None
+    _lock = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.layer = get_channel_layer()
+        self.shared = self.layer is not None and not isinstance(self.layer, InMemoryChannelLayer)
+        self.feeds: dict[str, Feed] = {}
+        self.channel: str | None = None
+        self._outgoing: asyncio.Queue[Event] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
+
+    @classmethod
+    async def get(cls) -> Hub:
+        """The running process's hub, started on first use."""
+        loop = asyncio.get_running_loop()
+        with cls._lock:
+            hub = cls.instance
+            if hub is None or hub.loop is not loop or loop.is_closed():
+                hub = cls.instance = Hub(loop)
+                hub._start()
+        await hub._ready.wait()
+        return hub
+
+    def _start(self) -> None:
+        if not self.shared:
+            self._ready.set()
+            return
+        self._tasks = [
+            self.loop.create_task(self._receive()),
+            self.loop.create_task(self._publish()),
+            self.loop.create_task(self._refresh_groups()),
+        ]
+
+    # --- membership ---------------------------------------------------------------------------
+
+    async def join(self, environment_id: str, connection: str, push: Callable[[str], None]) -> None:
+        """Register a connection; it gets events once :meth:`ready` names its state's sequence."""
+        feed = self.feeds.get(environment_id)
+        if feed is None:
+            feed = self.feeds[environment_id] = Feed()
+            if self.shared and self.channel is not None:
+                await self._layer_call(
+                    self.layer.group_add(environment_group(environment_id), self.channel)
+                )
+        feed.members.setdefault(connection, Member(push=push))
+
+    def ready(self, environment_id: str, connection: str, sequence: int) -> None:
+        """The member's state (up to ``sequence``) was sent: deliver what came after it."""
+        feed = self.feeds.get(environment_id)
+        member = feed.members.get(connection) if feed else None
+        if feed is None or member is None:
+            return
+        if feed.next_sequence is None:
+            feed.next_sequence = sequence + 1
+        member.last = max(sequence, member.last or 0)
+        held, member.held = member.held, []
+        for event in held:
+            member.offer(event, connection)
+
+    async def leave(self, environment_id: str, connection: str) -> None:
+        feed = self.feeds.get(environment_id)
+        if feed is None:
+            return
+        feed.members.pop(connection, None)
+        if not feed.members:
+            feed.close()
+            del self.feeds[environment_id]
+            if self.shared and self.channel is not None:
+                await self._layer_call(
+                    self.layer.group_discard(environment_group(environment_id), self.channel)
+                )
+
+    # --- events -------------------------------------------------------------------------------
+
+    def submit(self, event: Event) -> None:
+        """An event committed in this process: deliver it here, then tell the other processes."""
+        self._deliver(event)
+        if self.shared:
+            self._outgoing.put_nowait(event)
+
+    def _deliver(self, event: Event) -> None:
+        feed = self.feeds.get(event.environment_id)
+        if feed is None:
+            Feed._resolve(event)
+            return
+        feed.offer(event, self.loop)
+
+    async def _receive(self) -> None:
+        assert self.layer is not None
+        while True:
+            try:
+                if self.channel is None:
+                    self.channel = await self.layer.new_channel("hub.")
+                    self._ready.set()
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("channel layer receive failed; retrying")
+                await asyncio.sleep(1)
+                continue
+            if message.get("type") != "fanout" or message.get("process") == PROCESS_ID:
+                continue
+            try:
+                self._deliver(
+                    Event(
+                        environment_id=str(message["environment"]),
+                        sequence=int(message["sequence"]),
+                        type="",
+                        data={},
+                        text=str(message["text"]),
+                    )
+                )
+            except (KeyError, TypeError, ValueError):
+                logger.warning("ignored a malformed layer message")
+
+    async def _publish(self) -> None:
+        assert self.layer is not None
+        while True:
+            event = await self._outgoing.get()
+            await self._layer_call(
+                self.layer.group_send(
+                    environment_group(event.environment_id), _layer_message(event)
+                )
+            )
+
+    async def _refresh_groups(self) -> None:
+        assert self.layer is not None
+        while True:
+            await asyncio.sleep(GROUP_REFRESH)
+            for environment_id in list(self.feeds):
+                if self.channel is not None:
+                    await self._layer_call(
+                        self.layer.group_add(environment_group(environment_id), self.channel)
+                    )
+
+    @staticmethod
+    async def _layer_call(call: Any) -> None:
+        try:
+            await call
+        except Exception:
+            logger.exception("channel layer call failed")

@@ -1,0 +1,183 @@
+"""FunPump settings: everything comes from the environment (django-environ).
+
+Safe local defaults (SQLite, in-memory channel layer and cache) make a first run need nothing;
+``DATABASE_URL`` and ``REDIS_URL`` switch to PostgreSQL and Redis, the production path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import django_stubs_ext
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+# Lets admin and DRF classes be subscripted for the type checker (ModelAdmin[Environment]).
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+_DEV_SECRET = "funpump-insecure-development-key-change-me-0123456789"  # noqa: S105
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=_DEV_SECRET if DEBUG else "")
+if not SECRET_KEY:
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "drf_spectacular",
+    "funpump",
+    "environments",
+    "trading",
+    "voice",
+    "rewards",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "funpump.urls"
+ASGI_APPLICATION = "funpump.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Under ASGI every unit of work runs in a worker thread: persistent connections would leak
+    # one per thread, and CONN_MAX_AGE=0 without a pool reconnects per query batch. Django's
+    # psycopg pool hands connections back at the end of each unit of work.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("FUNPUMP_DB_POOL_MIN", default=2),
+        "max_size": env.int("FUNPUMP_DB_POOL_MAX", default=16),
+        "timeout": 10,
+    }
+else:
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channel layer, cache, presence ---------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # redis-py 8 defaults to a 5 s socket timeout, the same as the layer's blocking
+                # receive, and a pool of 100: give the receive loop room and bursts connections.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "max_connections": 1000}],
+                "prefix": env.str("FUNPUMP_REDIS_PREFIX", default="funpump"),
+                "capacity": 1000,
+                "expiry": 60,
+            },
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env.str("FUNPUMP_REDIS_PREFIX", default="funpump"),
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+FUNPUMP_REDIS_PREFIX = env.str("FUNPUMP_REDIS_PREFIX", default="funpump")
+
+# --- Auth -----------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+FUNPUMP_CHALLENGE_TTL = 300  # seconds a sign-in nonce stays valid (contract: 5 minutes)
+FUNPUMP_TOKEN_TTL = env.int("FUNPUMP_TOKEN_TTL", default=24 * 3600)
+
+# --- Protocol limits ------------------------------------------------------------------------
+FUNPUMP_RATE_LIMIT = env.str("FUNPUMP_RATE_LIMIT", default="100/60")
+FUNPUMP_AUTH_RATE_LIMIT = env.str("FUNPUMP_AUTH_RATE_LIMIT", default="600/60")
+FUNPUMP_IDLE_TIMEOUT = env.int("FUNPUMP_IDLE_TIMEOUT", default=90)
+FUNPUMP_MAX_MESSAGE_BYTES = env.int("FUNPUMP_MAX_MESSAGE_BYTES", default=64 * 1024)
+FUNPUMP_MAX_JOINED_ENVIRONMENTS = env.int("FUNPUMP_MAX_JOINED_ENVIRONMENTS", default=20)
+
+# --- LiveKit (voice) ------------------------------------------------------------------------
+LIVEKIT_URL = env.str("LIVEKIT_URL", default="ws://127.0.0.1:7880")
+LIVEKIT_API_KEY = env.str("LIVEKIT_API_KEY", default="devkey")
+LIVEKIT_API_SECRET = env.str("LIVEKIT_API_SECRET", default="")
+
+# --- REST API -------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "funpump.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "funpump.views.api_exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "FunPump API",
+    "DESCRIPTION": "Virtual token launches: wallet sign-in, environments, trade history.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Static files, i18n ---------------------------------------------------------------------
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Security (production when DEBUG is off) ------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)
+    CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

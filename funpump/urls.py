@@ -1,0 +1,27 @@
+from django.contrib import admin
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+
+from environments.views import EnvironmentDetailView, EnvironmentListView, TradeListView
+from funpump import views
+
+urlpatterns = [
+    path("", views.room, name="room"),
+    path("admin/", admin.site.urls),
+    path("api/auth/challenge", views.ChallengeView.as_view(), name="auth-challenge"),
+    path("api/auth/verify", views.VerifyView.as_view(), name="auth-verify"),
+    path("api/environments", EnvironmentListView.as_view(), name="environment-list"),
+    path(
+        "api/environments/<str:environment_id>",
+        EnvironmentDetailView.as_view(),
+        name="environment-detail",
+    ),
+    path(
+        "api/environments/<str:environment_id>/trades",
+        TradeListView.as_view(),
+        name="environment-trades",
+    ),
+    path("api/health", views.HealthView.as_view(), name="health"),
+    path("api/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("api/protocol.json", views.protocol_schema, name="protocol-schema"),
+]

@@ -1,0 +1,48 @@
+"""Read-side of trading: trades as clients see them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db.models import QuerySet
+
+from trading import curve
+from trading.models import Trade
+
+
+def millis(moment: datetime) -> int:
+    """A timestamp as integer milliseconds since the Unix epoch."""
+    return int(moment.timestamp() * 1000)
+
+
+def trade_view(trade: Trade) -> dict[str, Any]:
+    """The ``trade`` object of the protocol (seed fields plus id, sequence, amounts, fee)."""
+    return {
+        "userId": trade.wallet,
+        "amount": str(trade.amount),
+        "price": curve.format_price(trade.price),
+        "timestamp": millis(trade.created_at),
+        "isBuy": trade.is_buy,
+        "id": str(trade.pk),
+        "sequence": trade.sequence,
+        "solAmount": str(trade.sol_amount),
+        "tokenAmount": str(trade.token_amount),
+        "fee": str(trade.fee),
+    }
+
+
+def trades_recent(environment_id: str, *, upto: int, limit: int = 50) -> list[Trade]:
+    """The last ``limit`` trades of an environment up to sequence ``upto``, oldest first."""
+    latest = Trade.objects.filter(environment_id=environment_id, sequence__lte=upto).order_by(
+        "-sequence"
+    )[:limit]
+    return list(reversed(latest))
+
+
+def trades_page(environment_id: str, *, before: int | None, limit: int) -> QuerySet[Trade]:
+    """Trades newest first, older than sequence ``before`` when given."""
+    trades = Trade.objects.filter(environment_id=environment_id)
+    if before is not None:
+        trades = trades.filter(sequence__lt=before)
+    return trades.order_by("-sequence")[:limit]

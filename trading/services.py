@@ -1,0 +1,110 @@
+"""Trades: each one a single short transaction with the environment and position locked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from environments.models import Position
+from environments.selectors import balance_view
+from funpump.errors import DomainError, ErrorCode
+from funpump.realtime import Event, Origin, publish_on_commit
+from trading import curve
+from trading.locks import lock_environment, lock_position
+from trading.models import Trade
+from trading.selectors import trade_view
+
+
+@dataclass(frozen=True, slots=True)
+class TradeResult:
+    trade: Trade
+    position: Position
+
+
+def trade_execute(
+    *,
+    environment_id: str,
+    wallet: str,
+    amount: int,
+    is_buy: bool,
+    min_amount_out: int | None = None,
+    origin: Origin | None = None,
+) -> TradeResult:
+    """Buy with ``amount`` lamports (fees included) or sell ``amount`` raw tokens.
+
+    Checks run in the contract's order (closed, balance, amount too small, slippage); any
+    refusal raises :class:`DomainError` before anything is written. On success the trade,
+    the curve, the balance and the sequence change together, and ``VIRTUAL_TRADE_EXECUTED``
+    is broadcast after commit.
+    """
+    with transaction.atomic():
+        environment = lock_environment(environment_id)
+        position = lock_position(environment, wallet)
+        if not environment.accepts_trades:
+            reason = "the curve is complete" if environment.complete else "trading is closed"
+            raise DomainError(ErrorCode.ENVIRONMENT_CLOSED, reason)
+        available = position.sol_balance if is_buy else position.token_balance
+        if amount > available:
+            raise DomainError(
+                ErrorCode.INSUFFICIENT_BALANCE,
+                "not enough SOL" if is_buy else "not enough tokens",
+                {"available": str(available), "requested": str(amount)},
+            )
+        try:
+            fill = environment.curve.trade(amount=amount, is_buy=is_buy)
+        except curve.CurveError as exc:
+            raise DomainError(ErrorCode.INVALID_MESSAGE, "amount too small") from exc
+        if min_amount_out is not None and fill.min_amount_out < min_amount_out:
+            raise DomainError(
+                ErrorCode.SLIPPAGE_EXCEEDED,
+                "the trade would give less than minAmountOut",
+                {"amountOut": str(fill.min_amount_out), "minAmountOut": str(min_amount_out)},
+            )
+
+        environment.apply_curve(fill.curve)
+        environment.sequence += 1
+        environment.save(
+            update_fields=[
+                "virtual_sol_reserves",
+                "virtual_token_reserves",
+                "real_sol_reserves",
+                "real_token_reserves",
+                "sequence",
+            ]
+        )
+        position.sol_balance += fill.sol_delta
+        position.token_balance += fill.token_delta
+        position.save(update_fields=["sol_balance", "token_balance", "updated_at"])
+        trade = Trade.objects.create(
+            environment=environment,
+            wallet=wallet,
+            is_buy=is_buy,
+            amount=amount,
+            sol_amount=fill.sol_amount,
+            token_amount=fill.token_amount,
+            protocol_fee=fill.protocol_fee,
+            creator_fee=fill.creator_fee,
+            sequence=environment.sequence,
+            virtual_sol_after=environment.virtual_sol_reserves,
+            virtual_token_after=environment.virtual_token_reserves,
+        )
+        publish_on_commit(
+            Event(
+                environment_id=environment.id,
+                sequence=trade.sequence,
+                type="VIRTUAL_TRADE_EXECUTED",
+                data={
+                    "trade": trade_view(trade),
+                    "newReserves": {
+                        "sol": str(trade.virtual_sol_after),
+                        "token": str(trade.virtual_token_after),
+                    },
+                    "environmentId": environment.id,
+                    "sequence": trade.sequence,
+                },
+                private={"balance": balance_view(position)},
+                origin=origin,
+            )
+        )
+    return TradeResult(trade=trade, position=position)
