@@ -49,6 +49,10 @@ def origin_allowed(headers: dict[bytes, bytes]) -> bool:
 class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     """One client connection."""
 
+    # No channel-layer channel per connection: the process's hub owns the only one, so a socket
+    # costs no Redis listener and layer events never reach Channels' getattr dispatch.
+    channel_layer_alias = "__no_layer_per_connection__"
+
     wallet: str | None
     connection_id: str
     joined: set[str]

@@ -225,6 +225,19 @@ class Hub:
             self.loop.create_task(self._refresh_groups()),
         ]
 
+    async def close(self) -> None:
+        """Stop the hub's tasks (server shutdown, end of a test)."""
+        with Hub._lock:
+            if Hub.instance is self:
+                Hub.instance = None
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        for feed in self.feeds.values():
+            feed.close()
+        self.feeds.clear()
+
     # --- membership ---------------------------------------------------------------------------
 
     async def join(self, environment_id: str, connection: str, push: Callable[[str], None]) -> None:

@@ -1,0 +1,112 @@
+"""Shared fixtures: wallets with real ed25519 keys, environments, authenticated sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.db import connection
+from nacl.signing import SigningKey
+
+from environments.models import Environment
+from environments.services import CurveConstants, environment_create
+from funpump.asgi import application
+from funpump.auth import token_issue
+from funpump.client import wallet_of
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip locally when a service is missing; in CI a missing service is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def postgres() -> None:
+    require(
+        connection.vendor == "postgresql",
+        "needs PostgreSQL: set DATABASE_URL=postgres://postgres@127.0.0.1:5432/funpump",
+    )
+
+
+@pytest.fixture
+def redis_url() -> str:
+    require(bool(settings.REDIS_URL), "needs Redis: set REDIS_URL=redis://127.0.0.1:6379/0")
+    return str(settings.REDIS_URL)
+
+
+class Wallet:
+    """A test user: a real ed25519 key, its base58 address and a sign-in token."""
+
+    def __init__(self) -> None:
+        self.key = SigningKey.generate()
+        self.address = wallet_of(self.key)
+        self.token = token_issue(self.address).token
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [ORIGIN, (b"authorization", f"Bearer {self.token}".encode())]
+
+
+@pytest.fixture
+def make_wallet() -> Callable[[], Wallet]:
+    return Wallet
+
+
+@pytest.fixture
+def alice() -> Wallet:
+    return Wallet()
+
+
+@pytest.fixture
+def bob() -> Wallet:
+    return Wallet()
+
+
+@pytest.fixture
+def make_environment(db: None) -> Callable[..., Environment]:
+    def make(name: str = "Test launch", **constants: Any) -> Environment:
+        launched_by = constants.pop("launched_by", "")
+        return environment_create(
+            name=name, launched_by=launched_by, constants=CurveConstants(**constants)
+        )
+
+    return make
+
+
+@pytest.fixture
+def environment(make_environment: Callable[..., Environment]) -> Environment:
+    return make_environment()
+
+
+async def open_socket(
+    wallet: Wallet | None = None, headers: list[tuple[bytes, bytes]] | None = None
+) -> WebsocketCommunicator:
+    """A connected communicator through the full ASGI app (origin header included)."""
+    if headers is None:
+        headers = wallet.headers() if wallet else [ORIGIN]
+    communicator = WebsocketCommunicator(application, "/ws", headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+@pytest.fixture(autouse=True)
+async def _close_hub() -> Any:
+    """Each test's event loop gets its own hub; stop it before the loop closes."""
+    yield
+    from funpump.realtime import Hub
+
+    hub = Hub.instance
+    if hub is not None and hub.loop is asyncio.get_running_loop():
+        await hub.close()
