@@ -26,6 +26,7 @@ import base58
 import websockets
 from nacl.signing import SigningKey
 from websockets.asyncio.client import ClientConnection
+from websockets.typing import Origin
 
 logger = logging.getLogger(__name__)
 
@@ -107,13 +108,22 @@ class FunPumpClient:
             self.url,
             additional_headers=headers,
             origin=self.origin,
-            max_size=2**20,  # type: ignore[arg-type]
+            max_size=2**20,
         )
         self._closing = False
         self._tasks = [
             asyncio.create_task(self._read()),
             asyncio.create_task(self._heartbeat()),
         ]
+
+    async def _open(self) -> ClientConnection:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        return await websockets.connect(
+            self.url,
+            additional_headers=headers,
+            origin=Origin(self.origin) if self.origin else None,
+            max_size=2**20,
+        )
 
     async def close(self) -> None:
         self._closing = True
@@ -228,7 +238,7 @@ class FunPumpClient:
                 self._socket = await websockets.connect(
                     self.url,
                     additional_headers=headers,
-                    origin=self.origin,  # type: ignore[arg-type]
+                    origin=self.origin,
                 )
             except (OSError, websockets.WebSocketException):
                 logger.info("reconnect attempt %s failed", attempt)
