@@ -103,13 +103,7 @@ class FunPumpClient:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
-        self._socket = await websockets.connect(
-            self.url,
-            additional_headers=headers,
-            origin=self.origin,
-            max_size=2**20,
-        )
+        self._socket = await self._open()
         self._closing = False
         self._tasks = [
             asyncio.create_task(self._read()),
@@ -234,12 +228,7 @@ class FunPumpClient:
         for attempt in range(1, self.reconnect_attempts + 1):
             await asyncio.sleep(self.reconnect_delay)
             try:
-                headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
-                self._socket = await websockets.connect(
-                    self.url,
-                    additional_headers=headers,
-                    origin=self.origin,
-                )
+                self._socket = await self._open()
             except (OSError, websockets.WebSocketException):
                 logger.info("reconnect attempt %s failed", attempt)
                 continue
