@@ -88,6 +88,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     }
 else:
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # A file, not memory, so that the end-to-end tests' server processes share the test data.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer, cache, presence ---------------------------------------------------------
