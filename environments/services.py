@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import base58
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from environments import presence
-from environments.models import ChatMessage, Environment, Position
+from environments.models import ChatMessage, Environment, Position, environment_id_validator
 from environments.selectors import chat_view, environment_state
+from funpump.addresses import is_public_key
 from funpump.errors import DomainError, ErrorCode
 from funpump.realtime import Event, Origin, publish_on_commit
 from trading import curve
@@ -27,11 +29,8 @@ def generate_mint() -> str:
 
 
 def _check_mint(token_mint: str) -> str:
-    try:
-        if len(base58.b58decode(token_mint)) == 32:
-            return token_mint
-    except ValueError:
-        pass
+    if is_public_key(token_mint):
+        return token_mint
     raise DomainError(ErrorCode.INVALID_MESSAGE, "tokenMint must be a base58 address (32 bytes)")
 
 
@@ -83,6 +82,10 @@ def environment_create(
     constants.validate()
     fields: dict[str, Any] = {}
     if environment_id is not None:
+        try:
+            environment_id_validator(environment_id)
+        except ValidationError as exc:
+            raise DomainError(ErrorCode.INVALID_MESSAGE, exc.messages[0]) from None
         fields["id"] = environment_id
     return Environment.objects.create(
         **fields,

@@ -20,6 +20,7 @@ from django.utils import timezone
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from funpump.addresses import is_public_key
 from funpump.models import AuthChallenge
 from trading.selectors import millis
 
@@ -31,12 +32,7 @@ class AuthFailed(Exception):
 
 
 def wallet_is_valid(wallet: object) -> bool:
-    if not isinstance(wallet, str) or not 32 <= len(wallet) <= 44:
-        return False
-    try:
-        return len(base58.b58decode(wallet)) == 32
-    except ValueError:
-        return False
+    return is_public_key(wallet)
 
 
 def challenge_create(*, wallet: str, host: str) -> AuthChallenge:

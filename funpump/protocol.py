@@ -13,10 +13,10 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-import base58
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic.json_schema import models_json_schema
 
+from funpump.addresses import is_public_key
 from funpump.errors import DomainError, ErrorCode
 
 U64_MAX = 2**64 - 1
@@ -39,12 +40,14 @@ def _u64(value: str) -> str:
 
 
 def _wallet(value: str) -> str:
-    try:
-        raw = base58.b58decode(value)
-    except ValueError:
-        raise ValueError("must be a base58 Solana public key") from None
-    if len(raw) != 32:
+    if not is_public_key(value):
         raise ValueError("must be a base58 Solana public key (32 bytes)")
+    return value
+
+
+def _u64_text(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError('must be a decimal string of digits, e.g. "1000000000"')
     return value
 
 
@@ -58,6 +61,7 @@ def _chat_text(value: str) -> str:
 U64 = Annotated[
     str,
     StringConstraints(pattern=r"^[0-9]{1,20}$"),
+    BeforeValidator(_u64_text),
     AfterValidator(_u64),
     Field(description="Unsigned 64-bit integer as a decimal string (lamports or raw units)."),
 ]

@@ -21,7 +21,7 @@ Sell ``amount`` raw tokens::
     vS -= out; rS -= out; vT += amount; rT += amount
 
 Invariants (checked by property tests): ``vS * vT`` never falls below its starting value;
-``vS - rS`` and ``vT + rT`` stay constant; fees never enter the reserves; the curve is complete
+``vS - rS`` and ``vT - rT`` stay constant; fees never enter the reserves; the curve is complete
 when ``rT`` reaches 0. A trade that would move zero tokens, or pay a seller nothing, raises
 :class:`AmountTooSmall`.
 """

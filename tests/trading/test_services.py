@@ -1,0 +1,869 @@
+"""Tests for the write side of trading and chat: :func:`trading.services.trade_execute`,
+:mod:`environments.services` (create, join, open/close, chat, moderation) and the
+publish-after-commit contract of :mod:`funpump.realtime`.
+
+Every refusal must raise :class:`DomainError` with the contract's code and leave the database
+exactly as it was; every success must move exactly the numbers of :class:`trading.curve.Curve`.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import base58
+import pytest
+from django.db import transaction
+
+from environments.models import ChatMessage, Environment, Position
+from environments.services import (
+    CurveConstants,
+    chat_post,
+    chat_set_hidden,
+    environment_create,
+    environment_join,
+    environment_set_open,
+)
+from funpump import realtime
+from funpump.errors import DomainError, ErrorCode
+from funpump.realtime import Event
+from trading.curve import (
+    DEFAULT_CREATOR_FEE_BPS,
+    DEFAULT_PROTOCOL_FEE_BPS,
+    DEFAULT_REAL_TOKEN,
+    DEFAULT_STARTING_SOL,
+    DEFAULT_VIRTUAL_SOL,
+    DEFAULT_VIRTUAL_TOKEN,
+    LAMPORTS_PER_SOL,
+    Curve,
+    fee,
+)
+from trading.models import Trade
+from trading.services import TradeResult, trade_execute
+
+pytestmark = pytest.mark.django_db
+
+SOL = LAMPORTS_PER_SOL
+WALLET_A = "WalletAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+WALLET_B = "WalletBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"
+WALLET_C = "WalletCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC"
+STRANGER = "StrangerSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS"
+
+MakeEnvironment = Callable[..., Environment]
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def snapshot() -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table a trade or a chat line can touch, in a comparable form."""
+    return {
+        "environments": list(Environment.objects.order_by("pk").values()),
+        "positions": list(Position.objects.order_by("pk").values()),
+        "trades": list(Trade.objects.order_by("pk").values()),
+        "chat": list(ChatMessage.objects.order_by("pk").values()),
+    }
+
+
+def assert_refused(
+    code: ErrorCode, call: Callable[[], object], message: str | None = None
+) -> DomainError:
+    """``call`` raises DomainError(code) and the database is exactly unchanged."""
+    before = snapshot()
+    with pytest.raises(DomainError) as caught:
+        call()
+    error = caught.value
+    assert error.code == code, f"expected {code}, got {error.code} ({error.message})"
+    if message is not None:
+        assert error.message == message
+    assert snapshot() == before
+    return error
+
+
+def buy(environment: Environment, wallet: str, amount: int, **kwargs: Any) -> TradeResult:
+    return trade_execute(
+        environment_id=environment.id, wallet=wallet, amount=amount, is_buy=True, **kwargs
+    )
+
+
+def sell(environment: Environment, wallet: str, amount: int, **kwargs: Any) -> TradeResult:
+    return trade_execute(
+        environment_id=environment.id, wallet=wallet, amount=amount, is_buy=False, **kwargs
+    )
+
+
+def join(environment: Environment, *wallets: str) -> None:
+    for wallet in wallets:
+        environment_join(environment_id=environment.id, wallet=wallet)
+
+
+def position(environment: Environment, wallet: str) -> Position:
+    return Position.objects.get(environment=environment, wallet=wallet)
+
+
+def fresh(environment: Environment) -> Environment:
+    return Environment.objects.get(pk=environment.pk)
+
+
+@pytest.fixture
+def env100(make_environment: MakeEnvironment) -> Environment:
+    """The fixture curve of the contract: pump.fun defaults with fees 100 + 0 bps."""
+    return make_environment(protocol_fee_bps=100, creator_fee_bps=0)
+
+
+@pytest.fixture
+def joined(environment: Environment) -> Environment:
+    """The default environment with wallets A and B joined (100 SOL each, no tokens)."""
+    join(environment, WALLET_A, WALLET_B)
+    return environment
+
+
+@pytest.fixture
+def dispatched(monkeypatch: pytest.MonkeyPatch) -> list[Event]:
+    """Events handed to the real-time layer (``_dispatch`` replaced by a recorder)."""
+    events: list[Event] = []
+    monkeypatch.setattr(realtime, "_dispatch", events.append)
+    return events
+
+
+# --- successful trades ---------------------------------------------------------------------------
+
+
+def test_buy_moves_exactly_the_curve_numbers(joined: Environment) -> None:
+    expected = joined.curve.buy(SOL)
+    # The contract's reference point at 95 + 30 bps.
+    assert expected.token_amount == 34_199_203_154_141
+    assert (expected.sol_amount, expected.protocol_fee, expected.creator_fee) == (
+        987_654_320,
+        9_382_717,
+        2_962_963,
+    )
+
+    result = buy(joined, WALLET_A, SOL)
+
+    environment = fresh(joined)
+    assert environment.virtual_sol_reserves == expected.curve.virtual_sol
+    assert environment.virtual_token_reserves == expected.curve.virtual_token
+    assert environment.real_sol_reserves == expected.curve.real_sol == expected.sol_amount
+    assert environment.real_token_reserves == expected.curve.real_token
+    assert environment.sequence == 1
+
+    paid = expected.sol_amount + expected.protocol_fee + expected.creator_fee
+    assert paid <= SOL
+    a = position(joined, WALLET_A)
+    assert a.sol_balance == DEFAULT_STARTING_SOL - paid
+    assert a.token_balance == expected.token_amount
+    assert (result.position.sol_balance, result.position.token_balance) == (
+        a.sol_balance,
+        a.token_balance,
+    )
+    b = position(joined, WALLET_B)
+    assert (b.sol_balance, b.token_balance) == (DEFAULT_STARTING_SOL, 0)
+
+    trade = Trade.objects.get()
+    assert trade.pk == result.trade.pk
+    assert trade.environment_id == joined.id
+    assert trade.wallet == WALLET_A
+    assert trade.is_buy is True
+    assert trade.amount == SOL
+    assert trade.sequence == 1
+    assert trade.sol_amount == expected.sol_amount
+    assert trade.token_amount == expected.token_amount
+    assert trade.protocol_fee == fee(expected.sol_amount, DEFAULT_PROTOCOL_FEE_BPS)
+    assert trade.creator_fee == fee(expected.sol_amount, DEFAULT_CREATOR_FEE_BPS)
+    assert trade.fee == expected.fee
+    assert trade.virtual_sol_after == environment.virtual_sol_reserves
+    assert trade.virtual_token_after == environment.virtual_token_reserves
+
+
+def test_sell_reverses_the_buy(joined: Environment) -> None:
+    bought = joined.curve.buy(3 * SOL)
+    buy(joined, WALLET_A, 3 * SOL)
+    after_buy = fresh(joined)
+    expected = after_buy.curve.sell(bought.token_amount)
+
+    result = sell(joined, WALLET_A, bought.token_amount)
+
+    environment = fresh(joined)
+    assert environment.virtual_sol_reserves == expected.curve.virtual_sol
+    assert (
+        environment.virtual_token_reserves
+        == expected.curve.virtual_token
+        == (DEFAULT_VIRTUAL_TOKEN)
+    )
+    assert environment.real_sol_reserves == expected.curve.real_sol
+    assert environment.real_token_reserves == DEFAULT_REAL_TOKEN
+    # The curve keeps the rounding dust; it never pays out more than it took.
+    assert environment.real_sol_reserves >= 0
+    assert environment.virtual_sol_reserves - environment.real_sol_reserves == (DEFAULT_VIRTUAL_SOL)
+    assert environment.sequence == 2
+
+    received = expected.sol_amount - expected.protocol_fee - expected.creator_fee
+    a = position(joined, WALLET_A)
+    paid = bought.sol_amount + bought.fee
+    assert a.sol_balance == DEFAULT_STARTING_SOL - paid + received
+    assert a.token_balance == 0
+    assert result.position.sol_balance == a.sol_balance
+
+    trade = Trade.objects.get(sequence=2)
+    assert trade.is_buy is False
+    assert trade.amount == bought.token_amount
+    assert trade.token_amount == bought.token_amount
+    assert trade.sol_amount == expected.sol_amount
+    assert trade.protocol_fee == fee(expected.sol_amount, DEFAULT_PROTOCOL_FEE_BPS)
+    assert trade.creator_fee == fee(expected.sol_amount, DEFAULT_CREATOR_FEE_BPS)
+    assert list(Trade.objects.order_by("sequence").values_list("sequence", flat=True)) == [1, 2]
+
+
+def test_partial_sell_keeps_the_rest(joined: Environment) -> None:
+    bought = buy(joined, WALLET_A, SOL).trade.token_amount
+    expected = fresh(joined).curve.sell(bought // 3)
+    sell(joined, WALLET_A, bought // 3)
+    a = position(joined, WALLET_A)
+    assert a.token_balance == bought - bought // 3
+    assert fresh(joined).virtual_token_reserves == expected.curve.virtual_token
+
+
+def test_fixture_curve_vector_at_100_plus_0_bps(env100: Environment) -> None:
+    join(env100, WALLET_A, WALLET_B)
+
+    a_buy = buy(env100, WALLET_A, 2_000_000_000).trade
+    assert a_buy.token_amount == 66_439_628_426_255
+    b_buy = buy(env100, WALLET_B, 500_000_000).trade
+    assert b_buy.token_amount == 15_343_908_044_576
+    a_sell = sell(env100, WALLET_A, 66_439_628_426_255).trade
+
+    rows = list(Trade.objects.filter(environment=env100).order_by("sequence"))
+    assert [row.pk for row in rows] == [a_buy.pk, b_buy.pk, a_sell.pk]
+    assert [(row.sequence, row.wallet, row.is_buy) for row in rows] == [
+        (1, WALLET_A, True),
+        (2, WALLET_B, True),
+        (3, WALLET_A, False),
+    ]
+    assert [row.token_amount for row in rows] == [
+        66_439_628_426_255,
+        15_343_908_044_576,
+        66_439_628_426_255,
+    ]
+    assert all(row.creator_fee == 0 for row in rows)
+    last = rows[-1]
+    assert last.sol_amount == 2_040_023_590
+    assert last.protocol_fee == 20_400_236
+    assert last.fee == 20_400_236
+    assert last.virtual_sol_after == 30_435_223_931
+    assert last.virtual_token_after == 1_057_656_091_955_424
+
+    environment = fresh(env100)
+    assert environment.virtual_sol_reserves == 30_435_223_931
+    assert environment.virtual_token_reserves == 1_057_656_091_955_424
+    assert environment.real_sol_reserves == 30_435_223_931 - DEFAULT_VIRTUAL_SOL
+    assert environment.real_token_reserves == DEFAULT_REAL_TOKEN - 15_343_908_044_576
+    assert environment.sequence == 3
+
+    a = position(env100, WALLET_A)
+    first = rows[0]
+    assert a.token_balance == 0
+    assert a.sol_balance == (
+        DEFAULT_STARTING_SOL
+        - (first.sol_amount + first.protocol_fee)
+        + (2_040_023_590 - 20_400_236)
+    )
+    b = position(env100, WALLET_B)
+    assert b.token_balance == 15_343_908_044_576
+    assert b.sol_balance == DEFAULT_STARTING_SOL - rows[1].sol_amount - rows[1].protocol_fee
+
+
+def test_buy_that_completes_the_curve_pays_only_for_what_is_left(joined: Environment) -> None:
+    expected = joined.curve.buy(DEFAULT_STARTING_SOL)
+    assert expected.token_amount == DEFAULT_REAL_TOKEN  # 100 SOL buys out the curve
+    buy(joined, WALLET_A, DEFAULT_STARTING_SOL)
+    environment = fresh(joined)
+    assert environment.complete
+    assert environment.real_token_reserves == 0
+    a = position(joined, WALLET_A)
+    assert a.token_balance == DEFAULT_REAL_TOKEN
+    assert a.sol_balance == DEFAULT_STARTING_SOL - expected.sol_amount - expected.fee > 0
+
+
+def test_slippage_guard_at_exactly_the_result_passes(joined: Environment) -> None:
+    tokens = joined.curve.buy(SOL).token_amount
+    buy(joined, WALLET_A, SOL, min_amount_out=tokens)
+    out = fresh(joined).curve.sell(tokens)
+    received = out.sol_amount - out.fee
+    sell(joined, WALLET_A, tokens, min_amount_out=received)
+    assert fresh(joined).sequence == 2
+
+
+# --- refusals: right code, nothing written -------------------------------------------------------
+
+
+def test_not_joined_is_unauthorized(joined: Environment) -> None:
+    buy(joined, WALLET_A, SOL)  # some state to compare
+    assert_refused(ErrorCode.UNAUTHORIZED, lambda: buy(joined, STRANGER, SOL))
+    assert_refused(ErrorCode.UNAUTHORIZED, lambda: sell(joined, STRANGER, 1))
+
+
+def test_unknown_environment(joined: Environment) -> None:
+    for is_buy in (True, False):
+        assert_refused(
+            ErrorCode.ENVIRONMENT_NOT_FOUND,
+            lambda is_buy=is_buy: trade_execute(
+                environment_id="env_doesnotexist", wallet=WALLET_A, amount=SOL, is_buy=is_buy
+            ),
+        )
+
+
+def test_closed_environment(joined: Environment) -> None:
+    tokens = buy(joined, WALLET_A, SOL).trade.token_amount
+    environment_set_open(environment_id=joined.id, is_open=False)
+    assert_refused(ErrorCode.ENVIRONMENT_CLOSED, lambda: buy(joined, WALLET_A, SOL))
+    assert_refused(ErrorCode.ENVIRONMENT_CLOSED, lambda: sell(joined, WALLET_A, tokens))
+    # Reopening lets trades through again.
+    environment_set_open(environment_id=joined.id, is_open=True)
+    sell(joined, WALLET_A, tokens)
+    assert fresh(joined).sequence == 2
+
+
+def test_complete_curve_is_closed(joined: Environment) -> None:
+    buy(joined, WALLET_A, DEFAULT_STARTING_SOL)
+    assert fresh(joined).complete
+    assert_refused(ErrorCode.ENVIRONMENT_CLOSED, lambda: buy(joined, WALLET_B, SOL))
+    assert_refused(ErrorCode.ENVIRONMENT_CLOSED, lambda: sell(joined, WALLET_A, 10**12))
+
+
+def test_insufficient_sol(joined: Environment) -> None:
+    assert_refused(
+        ErrorCode.INSUFFICIENT_BALANCE, lambda: buy(joined, WALLET_A, DEFAULT_STARTING_SOL + 1)
+    )
+
+
+def test_insufficient_tokens(joined: Environment) -> None:
+    assert_refused(ErrorCode.INSUFFICIENT_BALANCE, lambda: sell(joined, WALLET_A, 1))
+    tokens = buy(joined, WALLET_A, SOL).trade.token_amount
+    assert_refused(ErrorCode.INSUFFICIENT_BALANCE, lambda: sell(joined, WALLET_A, tokens + 1))
+
+
+def test_spending_the_whole_balance_is_allowed(make_environment: MakeEnvironment) -> None:
+    environment = make_environment(starting_sol_balance=2 * SOL)
+    join(environment, WALLET_A)
+    buy(environment, WALLET_A, 2 * SOL)
+    assert position(environment, WALLET_A).sol_balance >= 0
+
+
+@pytest.mark.parametrize(
+    ("is_buy", "amount"),
+    [(True, 0), (True, 1), (True, -SOL), (False, 0), (False, 1), (False, -5)],
+    ids=["buy-0", "buy-1-lamport", "buy-negative", "sell-0", "sell-1-raw", "sell-negative"],
+)
+def test_amount_too_small(joined: Environment, is_buy: bool, amount: int) -> None:
+    buy(joined, WALLET_A, SOL)  # A holds tokens, so a 1-raw sell is not a balance problem
+    assert_refused(
+        ErrorCode.INVALID_MESSAGE,
+        lambda: trade_execute(
+            environment_id=joined.id, wallet=WALLET_A, amount=amount, is_buy=is_buy
+        ),
+        message="amount too small",
+    )
+
+
+def test_buy_slippage(joined: Environment) -> None:
+    tokens = joined.curve.buy(SOL).token_amount
+    error = assert_refused(
+        ErrorCode.SLIPPAGE_EXCEEDED, lambda: buy(joined, WALLET_A, SOL, min_amount_out=tokens + 1)
+    )
+    assert error.details is not None
+    assert error.details["amountOut"] == str(tokens)
+
+
+def test_sell_slippage_compares_lamports_after_fees(joined: Environment) -> None:
+    tokens = buy(joined, WALLET_A, SOL).trade.token_amount
+    out = fresh(joined).curve.sell(tokens)
+    received = out.sol_amount - out.protocol_fee - out.creator_fee
+    assert received < out.sol_amount
+    assert_refused(
+        ErrorCode.SLIPPAGE_EXCEEDED,
+        lambda: sell(joined, WALLET_A, tokens, min_amount_out=received + 1),
+    )
+
+
+def test_closed_beats_insufficient_balance(joined: Environment) -> None:
+    environment_set_open(environment_id=joined.id, is_open=False)
+    assert_refused(
+        ErrorCode.ENVIRONMENT_CLOSED, lambda: buy(joined, WALLET_A, DEFAULT_STARTING_SOL + 1)
+    )
+    assert_refused(ErrorCode.ENVIRONMENT_CLOSED, lambda: sell(joined, WALLET_A, 10**12))
+
+
+def test_complete_beats_insufficient_balance(joined: Environment) -> None:
+    buy(joined, WALLET_A, DEFAULT_STARTING_SOL)
+    assert_refused(
+        ErrorCode.ENVIRONMENT_CLOSED, lambda: buy(joined, WALLET_B, DEFAULT_STARTING_SOL + 1)
+    )
+
+
+def test_insufficient_beats_amount_too_small(make_environment: MakeEnvironment) -> None:
+    environment = make_environment(starting_sol_balance=0)
+    join(environment, WALLET_A)
+    # 1 lamport buys nothing and 1 raw token sells for nothing, but the wallet has neither.
+    assert_refused(ErrorCode.INSUFFICIENT_BALANCE, lambda: buy(environment, WALLET_A, 1))
+    assert_refused(ErrorCode.INSUFFICIENT_BALANCE, lambda: sell(environment, WALLET_A, 1))
+
+
+def test_insufficient_beats_slippage(joined: Environment) -> None:
+    assert_refused(
+        ErrorCode.INSUFFICIENT_BALANCE,
+        lambda: buy(joined, WALLET_A, DEFAULT_STARTING_SOL + 1, min_amount_out=10**18),
+    )
+    assert_refused(
+        ErrorCode.INSUFFICIENT_BALANCE,
+        lambda: sell(joined, WALLET_A, 10**12, min_amount_out=10**18),
+    )
+
+
+def test_too_small_beats_slippage(joined: Environment) -> None:
+    assert_refused(
+        ErrorCode.INVALID_MESSAGE,
+        lambda: buy(joined, WALLET_A, 1, min_amount_out=1),
+        message="amount too small",
+    )
+
+
+# --- broadcasts after commit ---------------------------------------------------------------------
+
+
+def test_trade_publishes_one_event_after_commit(
+    joined: Environment,
+    dispatched: list[Event],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        result = buy(joined, WALLET_A, SOL)
+        assert dispatched == []  # nothing leaves before the commit
+    assert len(callbacks) == 1
+    assert len(dispatched) == 1
+
+    event = dispatched[0]
+    environment = fresh(joined)
+    a = position(joined, WALLET_A)
+    assert event.type == "VIRTUAL_TRADE_EXECUTED"
+    assert event.environment_id == joined.id
+    assert event.sequence == 1
+    data = event.data
+    assert data["environmentId"] == joined.id
+    assert data["sequence"] == 1
+    assert data["trade"]["sequence"] == 1
+    assert data["trade"]["id"] == str(result.trade.pk)
+    assert data["trade"]["userId"] == WALLET_A
+    assert data["trade"]["isBuy"] is True
+    assert data["trade"]["amount"] == str(SOL)
+    assert data["trade"]["solAmount"] == str(result.trade.sol_amount)
+    assert data["trade"]["tokenAmount"] == str(a.token_balance)
+    assert data["trade"]["fee"] == str(result.trade.fee)
+    assert data["newReserves"] == {
+        "sol": str(environment.virtual_sol_reserves),
+        "token": str(environment.virtual_token_reserves),
+    }
+    assert event.private == {"balance": {"sol": str(a.sol_balance), "token": str(a.token_balance)}}
+    assert "balance" not in data  # the balance goes only to the trader's own copy
+
+
+def test_failed_trade_publishes_nothing(
+    joined: Environment,
+    dispatched: list[Event],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    failures: list[Callable[[], object]] = [
+        lambda: buy(joined, WALLET_A, DEFAULT_STARTING_SOL + 1),
+        lambda: sell(joined, WALLET_A, 1),
+        lambda: buy(joined, WALLET_A, 1),
+        lambda: buy(joined, WALLET_A, SOL, min_amount_out=10**18),
+        lambda: buy(joined, STRANGER, SOL),
+    ]
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        for failure in failures:
+            with pytest.raises(DomainError):
+                failure()
+    assert callbacks == []
+    assert dispatched == []
+
+
+def test_chat_publishes_after_commit(
+    joined: Environment,
+    dispatched: list[Event],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        chat = chat_post(environment_id=joined.id, wallet=WALLET_A, message="gm")
+        assert dispatched == []
+    assert len(callbacks) == 1
+    [event] = dispatched
+    assert event.type == "CHAT_MESSAGE"
+    assert event.sequence == chat.sequence == 1
+    assert event.data["message"] == "gm"
+    assert event.data["userId"] == WALLET_A
+    assert event.data["environmentId"] == joined.id
+    assert event.data["sequence"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rolled_back_trade_publishes_nothing(
+    make_environment: MakeEnvironment, dispatched: list[Event]
+) -> None:
+    environment = make_environment()
+    join(environment, WALLET_A)
+    before = snapshot()
+
+    class Rollback(Exception):
+        pass
+
+    with pytest.raises(Rollback), transaction.atomic():
+        buy(environment, WALLET_A, SOL)
+        chat_post(environment_id=environment.id, wallet=WALLET_A, message="never seen")
+        raise Rollback
+
+    assert dispatched == []
+    assert snapshot() == before
+
+    # Control: the same trade in autocommit is published as soon as it commits.
+    buy(environment, WALLET_A, SOL)
+    assert len(dispatched) == 1
+    assert dispatched[0].type == "VIRTUAL_TRADE_EXECUTED"
+    assert dispatched[0].sequence == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refused_trade_in_autocommit_publishes_nothing(
+    make_environment: MakeEnvironment, dispatched: list[Event]
+) -> None:
+    environment = make_environment()
+    join(environment, WALLET_A)
+    with pytest.raises(DomainError):
+        buy(environment, WALLET_A, DEFAULT_STARTING_SOL + 1)
+    assert dispatched == []
+
+
+# --- chat ----------------------------------------------------------------------------------------
+
+
+def test_chat_post_stores_the_text(joined: Environment) -> None:
+    chat = chat_post(environment_id=joined.id, wallet=WALLET_B, message="hello, curve 🚀")
+    stored = ChatMessage.objects.get()
+    assert stored.pk == chat.pk
+    assert stored.environment_id == joined.id
+    assert stored.wallet == WALLET_B
+    assert stored.message == "hello, curve 🚀"
+    assert stored.sequence == 1
+    assert stored.hidden is False
+    assert fresh(joined).sequence == 1
+
+
+def test_trades_and_chat_share_the_sequence(joined: Environment) -> None:
+    first = buy(joined, WALLET_A, SOL).trade
+    chat = chat_post(environment_id=joined.id, wallet=WALLET_B, message="nice")
+    second = buy(joined, WALLET_B, SOL).trade
+    assert (first.sequence, chat.sequence, second.sequence) == (1, 2, 3)
+    assert fresh(joined).sequence == 3
+    assert list(Trade.objects.order_by("sequence").values_list("sequence", flat=True)) == [1, 3]
+    assert list(ChatMessage.objects.values_list("sequence", flat=True)) == [2]
+
+
+def test_sequences_are_per_environment(make_environment: MakeEnvironment) -> None:
+    one, two = make_environment(name="one"), make_environment(name="two")
+    join(one, WALLET_A)
+    join(two, WALLET_A)
+    buy(one, WALLET_A, SOL)
+    buy(one, WALLET_A, SOL)
+    assert buy(two, WALLET_A, SOL).trade.sequence == 1
+    assert chat_post(environment_id=two.id, wallet=WALLET_A, message="x").sequence == 2
+    assert fresh(one).sequence == 2
+
+
+def test_chat_requires_a_joined_wallet(joined: Environment) -> None:
+    chat_post(environment_id=joined.id, wallet=WALLET_A, message="first")
+    assert_refused(
+        ErrorCode.UNAUTHORIZED,
+        lambda: chat_post(environment_id=joined.id, wallet=STRANGER, message="let me in"),
+    )
+    assert_refused(
+        ErrorCode.ENVIRONMENT_NOT_FOUND,
+        lambda: chat_post(environment_id="env_missing", wallet=WALLET_A, message="hi"),
+    )
+
+
+def test_chat_set_hidden_hides_and_unhides(joined: Environment) -> None:
+    ids = [
+        chat_post(environment_id=joined.id, wallet=WALLET_A, message=f"line {n}").pk
+        for n in range(3)
+    ]
+
+    assert chat_set_hidden(message_ids=ids[:2], hidden=True) == 2
+    assert set(ChatMessage.objects.filter(hidden=True).values_list("pk", flat=True)) == set(ids[:2])
+    assert chat_set_hidden(message_ids=ids[:2], hidden=True) == 0  # already hidden
+    assert chat_set_hidden(message_ids=ids, hidden=True) == 1  # only the third changes
+    assert chat_set_hidden(message_ids=[ids[0]], hidden=False) == 1
+    assert chat_set_hidden(message_ids=[ids[0]], hidden=False) == 0
+    assert set(ChatMessage.objects.filter(hidden=False).values_list("pk", flat=True)) == {ids[0]}
+    assert chat_set_hidden(message_ids=[max(ids) + 1000], hidden=True) == 0
+    assert chat_set_hidden(message_ids=[], hidden=True) == 0
+    # Moderation touches neither the text nor the sequence.
+    assert [(m.message, m.sequence) for m in ChatMessage.objects.order_by("sequence")] == [
+        ("line 0", 1),
+        ("line 1", 2),
+        ("line 2", 3),
+    ]
+
+
+# --- environment creation and joining ------------------------------------------------------------
+
+
+def valid_mint() -> str:
+    return base58.b58encode(secrets.token_bytes(32)).decode()
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 65, " " + "y" * 65 + " "])
+def test_create_rejects_bad_names(db: None, name: str) -> None:
+    assert_refused(ErrorCode.INVALID_MESSAGE, lambda: environment_create(name=name))
+    assert not Environment.objects.exists()
+
+
+def test_create_accepts_64_characters_and_trims(db: None) -> None:
+    environment = environment_create(name="  " + "é" * 64 + "  ")
+    assert environment.name == "é" * 64
+    assert fresh(environment).name == "é" * 64
+
+
+@pytest.mark.parametrize(
+    "constants",
+    [
+        CurveConstants(protocol_fee_bps=1001),
+        CurveConstants(creator_fee_bps=1001),
+        CurveConstants(protocol_fee_bps=-1),
+        CurveConstants(real_token=DEFAULT_VIRTUAL_TOKEN),
+        CurveConstants(real_token=DEFAULT_VIRTUAL_TOKEN + 1),
+        CurveConstants(real_token=0),
+        CurveConstants(virtual_sol=0),
+    ],
+    ids=[
+        "protocol-fee-1001",
+        "creator-fee-1001",
+        "negative-fee",
+        "real-equals-virtual",
+        "real-above-virtual",
+        "no-real-tokens",
+        "no-virtual-sol",
+    ],
+)
+def test_create_rejects_bad_constants(db: None, constants: CurveConstants) -> None:
+    assert_refused(
+        ErrorCode.INVALID_MESSAGE, lambda: environment_create(name="bad", constants=constants)
+    )
+
+
+def test_create_accepts_the_limits(db: None) -> None:
+    environment = environment_create(
+        name="limits",
+        constants=CurveConstants(
+            protocol_fee_bps=1000,
+            creator_fee_bps=1000,
+            real_token=DEFAULT_VIRTUAL_TOKEN - 1,
+            total_supply=DEFAULT_VIRTUAL_TOKEN,
+        ),
+    )
+    stored = fresh(environment)
+    assert (stored.protocol_fee_bps, stored.creator_fee_bps) == (1000, 1000)
+    assert stored.real_token_reserves == stored.initial_real_token == DEFAULT_VIRTUAL_TOKEN - 1
+
+
+@pytest.mark.parametrize(
+    "mint",
+    [
+        "not-a-mint",
+        "0OIl" * 11,  # characters outside the base58 alphabet
+        base58.b58encode(bytes(range(1, 32))).decode(),  # 31 bytes
+        base58.b58encode(bytes(range(1, 34))).decode(),  # 33 bytes
+        "ñ" * 44,
+        " " + valid_mint(),
+    ],
+    ids=["dashes", "bad-alphabet", "31-bytes", "33-bytes", "non-ascii", "leading-space"],
+)
+def test_create_rejects_bad_mints(db: None, mint: str) -> None:
+    assert_refused(ErrorCode.INVALID_MESSAGE, lambda: environment_create(name="m", token_mint=mint))
+
+
+@pytest.mark.parametrize("suffix", [" ", "\n", "\t"], ids=["space", "newline", "tab"])
+def test_create_rejects_mint_with_trailing_white_space(db: None, suffix: str) -> None:
+    mint = valid_mint() + suffix
+    assert_refused(ErrorCode.INVALID_MESSAGE, lambda: environment_create(name="m", token_mint=mint))
+
+
+def test_create_keeps_a_given_mint(db: None) -> None:
+    mint = valid_mint()
+    assert fresh(environment_create(name="real", token_mint=mint)).token_mint == mint
+
+
+def test_generated_mint_is_base58_of_32_bytes(db: None) -> None:
+    mints = {environment_create(name=f"virtual {n}").token_mint for n in range(5)}
+    assert len(mints) == 5
+    for mint in mints:
+        decoded = base58.b58decode(mint)
+        assert len(decoded) == 32
+        assert base58.b58encode(decoded).decode() == mint
+        assert len(mint) <= 44
+
+
+def test_create_stores_the_constants(db: None) -> None:
+    environment = fresh(environment_create(name="defaults"))
+    assert environment.is_open
+    assert environment.sequence == 0
+    assert (
+        environment.virtual_sol_reserves == environment.initial_virtual_sol == (DEFAULT_VIRTUAL_SOL)
+    )
+    assert environment.virtual_token_reserves == DEFAULT_VIRTUAL_TOKEN
+    assert environment.real_sol_reserves == 0
+    assert environment.real_token_reserves == DEFAULT_REAL_TOKEN
+    assert environment.curve == Curve()
+
+
+def test_join_twice_creates_one_position(environment: Environment) -> None:
+    _, first = environment_join(environment_id=environment.id, wallet=WALLET_A)
+    _, second = environment_join(environment_id=environment.id, wallet=WALLET_A)
+    assert first.pk == second.pk
+    assert Position.objects.filter(environment=environment, wallet=WALLET_A).count() == 1
+    assert (second.sol_balance, second.token_balance) == (DEFAULT_STARTING_SOL, 0)
+
+
+def test_join_again_keeps_the_balance(environment: Environment) -> None:
+    join(environment, WALLET_A)
+    tokens = buy(environment, WALLET_A, SOL).trade.token_amount
+    _, again = environment_join(environment_id=environment.id, wallet=WALLET_A)
+    assert again.token_balance == tokens
+    assert again.sol_balance < DEFAULT_STARTING_SOL
+    assert Position.objects.count() == 1
+
+
+def test_join_uses_the_environment_starting_balance(make_environment: MakeEnvironment) -> None:
+    environment = make_environment(starting_sol_balance=7 * SOL)
+    _, joined_position = environment_join(environment_id=environment.id, wallet=WALLET_A)
+    assert joined_position.sol_balance == 7 * SOL
+    assert position(environment, WALLET_A).sol_balance == 7 * SOL
+
+
+def test_join_unknown_environment(db: None) -> None:
+    assert_refused(
+        ErrorCode.ENVIRONMENT_NOT_FOUND,
+        lambda: environment_join(environment_id="env_missing", wallet=WALLET_A),
+    )
+
+
+def test_closed_environment_can_still_be_joined(environment: Environment) -> None:
+    environment_set_open(environment_id=environment.id, is_open=False)
+    _, joined_position = environment_join(environment_id=environment.id, wallet=WALLET_A)
+    assert joined_position.sol_balance == DEFAULT_STARTING_SOL
+
+
+# --- conservation under random trading -----------------------------------------------------------
+
+
+def random_amount(rng: random.Random, available: int) -> int:
+    """Mostly affordable amounts, sometimes too much, too little or everything."""
+    roll = rng.random()
+    if roll < 0.1:
+        return available + rng.randint(1, 10**9)
+    if roll < 0.15:
+        return rng.randint(0, 2)
+    if roll < 0.25:
+        return available
+    return rng.randint(1, max(1, available // 3))
+
+
+@pytest.mark.parametrize("seed", [1, 7, 2024, 31337])
+def test_conservation_under_random_trades(make_environment: MakeEnvironment, seed: int) -> None:
+    rng = random.Random(seed)
+    environment = make_environment(
+        starting_sol_balance=40 * SOL,
+        protocol_fee_bps=rng.choice([0, 95, 100]),
+        creator_fee_bps=rng.choice([0, 30]),
+    )
+    wallets = [WALLET_A, WALLET_B, WALLET_C]
+    join(environment, *wallets)
+    model = environment.curve  # the curve as the pure-math model says it should be
+    accepted = refused = 0
+
+    for _ in range(48):
+        wallet = rng.choice(wallets)
+        if rng.random() < 0.1:
+            chat_post(environment_id=environment.id, wallet=wallet, message=f"{rng.random()}")
+            continue
+        held = position(environment, wallet)
+        is_buy = held.token_balance == 0 or rng.random() < 0.55
+        available = held.sol_balance if is_buy else held.token_balance
+        amount = random_amount(rng, available)
+        min_out = None
+        if rng.random() < 0.1:
+            min_out = rng.randint(0, 10**14)
+        before = snapshot()
+        try:
+            result = trade_execute(
+                environment_id=environment.id,
+                wallet=wallet,
+                amount=amount,
+                is_buy=is_buy,
+                min_amount_out=min_out,
+            )
+        except DomainError as error:
+            refused += 1
+            assert error.code in {
+                ErrorCode.INSUFFICIENT_BALANCE,
+                ErrorCode.INVALID_MESSAGE,
+                ErrorCode.SLIPPAGE_EXCEEDED,
+                ErrorCode.ENVIRONMENT_CLOSED,
+            }
+            assert snapshot() == before
+            continue
+        accepted += 1
+        fill = model.trade(amount=amount, is_buy=is_buy)
+        model = fill.curve
+        assert result.trade.sol_amount == fill.sol_amount
+        assert result.trade.token_amount == fill.token_amount
+        assert result.trade.fee == fill.fee
+
+    # Some seeds buy the curve out (ENVIRONMENT_CLOSED from then on); all of them trade first.
+    assert accepted >= 5
+    assert refused > 0
+
+    environment = fresh(environment)
+    assert environment.curve == model
+    positions = list(Position.objects.filter(environment=environment))
+    trades = list(Trade.objects.filter(environment=environment))
+    chats = list(ChatMessage.objects.filter(environment=environment))
+    assert len(positions) == len(wallets)
+    assert all(p.sol_balance >= 0 and p.token_balance >= 0 for p in positions)
+    assert environment.real_sol_reserves >= 0
+    assert environment.real_token_reserves >= 0
+
+    fees = sum(t.protocol_fee + t.creator_fee for t in trades)
+    assert (
+        sum(p.sol_balance for p in positions) + environment.real_sol_reserves + fees
+        == len(wallets) * environment.starting_sol_balance
+    )
+    assert (
+        sum(p.token_balance for p in positions) + environment.real_token_reserves
+        == environment.initial_real_token
+    )
+    assert environment.virtual_sol_reserves - environment.real_sol_reserves == (
+        environment.initial_virtual_sol
+    )
+    assert environment.virtual_token_reserves - environment.real_token_reserves == (
+        environment.initial_virtual_token - environment.initial_real_token
+    )
+
+    sequences = sorted([t.sequence for t in trades] + [c.sequence for c in chats])
+    assert sequences == list(range(1, len(sequences) + 1))
+    assert environment.sequence == len(sequences) == accepted + len(chats)
+    last = max(trades, key=lambda t: t.sequence)
+    assert (last.virtual_sol_after, last.virtual_token_after) == (
+        environment.virtual_sol_reserves,
+        environment.virtual_token_reserves,
+    )
