@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -37,8 +38,38 @@ CONSTANT_FIELDS = (
 )
 
 
+def constants_from(data: dict[str, Any]) -> CurveConstants:
+    return CurveConstants(
+        virtual_sol=data["initial_virtual_sol"],
+        virtual_token=data["initial_virtual_token"],
+        real_token=data["initial_real_token"],
+        total_supply=data["total_supply"],
+        protocol_fee_bps=data["protocol_fee_bps"],
+        creator_fee_bps=data["creator_fee_bps"],
+        starting_sol_balance=data["starting_sol_balance"],
+    )
+
+
+class EnvironmentForm(forms.ModelForm[Environment]):
+    """Checks a new environment's curve constants as the service will, before saving."""
+
+    class Meta:
+        model = Environment
+        fields = ("name", "token_mint", "is_open", *CONSTANT_FIELDS)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.instance._state.adding and all(name in data for name in CONSTANT_FIELDS):
+            try:
+                constants_from(data).validate()
+            except DomainError as exc:
+                raise forms.ValidationError(exc.message) from None
+        return data
+
+
 @admin.register(Environment)
 class EnvironmentAdmin(admin.ModelAdmin[Environment]):
+    form = EnvironmentForm
     list_display = (
         "name",
         "id",
@@ -94,15 +125,7 @@ class EnvironmentAdmin(admin.ModelAdmin[Environment]):
             name=obj.name,
             token_mint=obj.token_mint or None,
             is_open=obj.is_open,
-            constants=CurveConstants(
-                virtual_sol=obj.initial_virtual_sol,
-                virtual_token=obj.initial_virtual_token,
-                real_token=obj.initial_real_token,
-                total_supply=obj.total_supply,
-                protocol_fee_bps=obj.protocol_fee_bps,
-                creator_fee_bps=obj.creator_fee_bps,
-                starting_sol_balance=obj.starting_sol_balance,
-            ),
+            constants=constants_from(form.cleaned_data),
         )
         obj.pk = created.pk
         obj.refresh_from_db()
@@ -122,13 +145,6 @@ class EnvironmentAdmin(admin.ModelAdmin[Environment]):
     @admin.action(description="Reopen trading")
     def reopen_trading(self, request: HttpRequest, queryset: QuerySet[Environment]) -> None:
         self._set_open(request, queryset, True)
-
-    def save_form(self, request: HttpRequest, form: Any, change: bool) -> Any:
-        try:
-            return super().save_form(request, form, change)
-        except DomainError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
-            raise
 
 
 @admin.register(Position)

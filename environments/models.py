@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import secrets
 
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q
 
@@ -9,6 +10,12 @@ from trading import curve
 from trading.curve import Curve
 
 ENVIRONMENT_ID_ALPHABET = "abcdefghijkmnopqrstuvwxyz23456789"
+
+
+# Ids become channel-layer group names (``env.<id>``): ASCII letters, digits, ``_ - .`` only.
+environment_id_validator = RegexValidator(
+    r"\A[A-Za-z0-9_.-]{1,64}\Z", "Use 1-64 ASCII letters, digits, '_', '-' or '.'."
+)
 
 
 def new_environment_id() -> str:
@@ -23,7 +30,12 @@ class Environment(models.Model):
     exactly one per event, inside the event's transaction, with this row locked.
     """
 
-    id = models.CharField(primary_key=True, max_length=64, default=new_environment_id)
+    id = models.CharField(
+        primary_key=True,
+        max_length=64,
+        default=new_environment_id,
+        validators=[environment_id_validator],
+    )
     name = models.CharField(max_length=64)
     token_mint = models.CharField(max_length=44, db_index=True)
     launched_by = models.CharField(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from pydantic import BaseModel
 from rest_framework import permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,6 +15,7 @@ from environments.selectors import environment_get, environment_list, environmen
 from environments.services import environment_create
 from funpump.auth import user_wallet
 from funpump.errors import DomainError, ErrorCode
+from funpump.protocol import EnvironmentSummary, TradeView
 from trading.selectors import trade_view, trades_page
 
 MAX_PAGE = 200
@@ -32,6 +33,20 @@ class PageQuery(serializers.Serializer[Any]):
     offset = serializers.IntegerField(required=False, min_value=0, max_value=10**9)
 
 
+class EnvironmentPage(BaseModel):
+    """A page of environments, newest first."""
+
+    results: list[EnvironmentSummary]
+    next: str | None
+
+
+class TradePage(BaseModel):
+    """A page of trades, newest first; ``next`` continues with older ones."""
+
+    results: list[TradeView]
+    next: str | None
+
+
 class IsWallet(permissions.BasePermission):
     """Signed in with a wallet (token or session)."""
 
@@ -45,7 +60,9 @@ class EnvironmentListView(APIView):
     def get_permissions(self) -> list[permissions.BasePermission]:
         return [IsWallet()] if self.request.method == "POST" else []
 
-    @extend_schema(parameters=[PageQuery])
+    @extend_schema(
+        operation_id="environments_list", parameters=[PageQuery], responses=EnvironmentPage
+    )
     def get(self, request: Request) -> Response:
         query = PageQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -60,7 +77,11 @@ class EnvironmentListView(APIView):
             )
         return Response({"results": environment_summaries(page), "next": next_url})
 
-    @extend_schema(request=LaunchRequest)
+    @extend_schema(
+        operation_id="environments_launch",
+        request=LaunchRequest,
+        responses={201: EnvironmentSummary},
+    )
     def post(self, request: Request) -> Response:
         body = LaunchRequest(data=request.data)
         body.is_valid(raise_exception=True)
@@ -74,6 +95,7 @@ class EnvironmentListView(APIView):
 
 
 class EnvironmentDetailView(APIView):
+    @extend_schema(operation_id="environments_retrieve", responses=EnvironmentSummary)
     def get(self, request: Request, environment_id: str) -> Response:
         environment = environment_get(environment_id)
         if environment is None:
@@ -86,14 +108,16 @@ class TradeListView(APIView):
     """Trade history, newest first; ``before`` pages back by sequence."""
 
     @extend_schema(
+        operation_id="environments_trades",
         parameters=[
             OpenApiParameter("before", int, description="Only trades with a lower sequence."),
             OpenApiParameter("limit", int, description=f"At most {MAX_PAGE}."),
-        ]
+        ],
+        responses=TradePage,
     )
     def get(self, request: Request, environment_id: str) -> Response:
         if environment_get(environment_id) is None:
-            raise Http404
+            raise DomainError(ErrorCode.ENVIRONMENT_NOT_FOUND, "environment not found")
         query = PageQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         limit = query.validated_data.get("limit", DEFAULT_PAGE)

@@ -149,12 +149,15 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "funpump.views.api_exception_handler",
+    # How many reverse proxies stand in front: 0 trusts no X-Forwarded-For from clients.
+    "NUM_PROXIES": env.int("DJANGO_NUM_PROXIES", default=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "FunPump API",
     "DESCRIPTION": "Virtual token launches: wallet sign-in, environments, trade history.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "OAS_VERSION": "3.1.0",  # pydantic models describe optional fields the 3.1 way
 }
 
 # --- Static files, i18n ---------------------------------------------------------------------

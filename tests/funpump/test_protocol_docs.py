@@ -28,3 +28,11 @@ def test_the_schema_describes_both_directions():
 def test_every_error_code_is_in_the_schema(error_code):
     codes = protocol.json_schema()["$defs"]["ErrorCode"]["enum"]
     assert error_code.value in codes
+
+
+def test_the_openapi_schema_is_valid_and_complete(tmp_path):
+    from django.core.management import call_command
+
+    target = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(target))
+    assert "walletToken" in target.read_text()

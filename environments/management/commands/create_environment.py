@@ -40,10 +40,6 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         environment_id = options["environment_id"]
         if environment_id is not None:
-            if not environment_id.replace("_", "").replace("-", "").replace(".", "").isalnum():
-                raise CommandError("--id may hold only letters, digits, '_', '-' and '.'")
-            if len(environment_id) > 64:
-                raise CommandError("--id is at most 64 characters")
             existing = Environment.objects.filter(pk=environment_id).first()
             if existing is not None:
                 if options["if_missing"]:
