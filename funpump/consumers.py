@@ -24,6 +24,7 @@ from funpump import protocol
 from funpump.auth import token_wallet, user_wallet
 from funpump.db import db_call
 from funpump.errors import DomainError, ErrorCode
+from funpump.ratelimit import Grant, message_limiter
 from funpump.realtime import PROCESS_ID, Hub, Origin
 from trading.services import trade_execute
 
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 OUTBOX_LIMIT = 1000  # frames queued for a client before it is considered gone
 OWN_COPY_WAIT = 2.0  # seconds to wait for the trader's own broadcast before the next message
 _connection_ids = itertools.count(1)
+
+RATE_EXEMPT = frozenset({"HEARTBEAT"})
 
 Handler = Callable[["RoomConsumer", Any, str | None], Awaitable[None]]
 
@@ -72,6 +75,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         else:
             self.wallet = user_wallet(self.scope.get("user"))
         self.connection_id = f"{PROCESS_ID}.{next(_connection_ids)}"
+        self.client_ip = (self.scope.get("client") or ["unknown"])[0]
         self.joined = set()
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
         self.hub = await Hub.get()
@@ -121,21 +125,48 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             request = protocol.decode_envelope(text_data)
         except DomainError as exc:
-            self.error(exc, exc.request_id)
+            if await self._within_limit(1, exc.request_id):
+                self.error(exc, exc.request_id)
             return
-        if isinstance(request.data, list):
-            if not 1 <= len(request.data) <= protocol.MAX_BATCH:
+        items = request.data if isinstance(request.data, list) else [request.data]
+        if isinstance(request.data, list) and not 1 <= len(items) <= protocol.MAX_BATCH:
+            if await self._within_limit(1, request.request_id):
                 self.error(
                     protocol.invalid(
-                        f"a batch holds 1-{protocol.MAX_BATCH} items", items=len(request.data)
+                        f"a batch holds 1-{protocol.MAX_BATCH} items", items=len(items)
                     ),
                     request.request_id,
                 )
-                return
-            for item in request.data:
-                await self.handle(request.type, item, request.request_id)
-        else:
-            await self.handle(request.type, request.data, request.request_id)
+            return
+        grant = Grant(len(items), 0)
+        if request.type not in RATE_EXEMPT:
+            grant = await self._count(len(items))
+        for item in items[: grant.granted]:
+            await self.handle(request.type, item, request.request_id)
+        self._refuse_over_limit(len(items) - grant.granted, grant, request.request_id)
+
+    async def _within_limit(self, wanted: int, request_id: str | None) -> bool:
+        """Count one message; answer RATE_LIMITED and return False when it is over the limit."""
+        grant = await self._count(wanted)
+        self._refuse_over_limit(wanted - grant.granted, grant, request_id)
+        return grant.granted == wanted
+
+    async def _count(self, wanted: int) -> Grant:
+        """Count ``wanted`` messages against the sender's sliding window."""
+        key = f"wallet:{self.wallet}" if self.wallet else f"ip:{self.client_ip}"
+        try:
+            return await message_limiter().acquire(key, wanted)
+        except Exception:
+            # The limiter's store is down: keep serving rather than refuse everyone.
+            logger.exception("rate limiter unavailable; letting %s through", key)
+            return Grant(wanted, 0)
+
+    def _refuse_over_limit(self, count: int, grant: Grant, request_id: str | None) -> None:
+        details = {"retryAfterMs": grant.retry_after_ms}
+        for _ in range(count):
+            self.error(
+                DomainError(ErrorCode.RATE_LIMITED, "too many messages", details), request_id
+            )
 
     async def handle(self, message_type: str, data: Any, request_id: str | None) -> None:
         """Validate and run one message; every failure becomes one ``ERROR`` frame."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -556,3 +557,72 @@ async def test_fifty_heartbeats_in_one_batch(alice):
     replies = [await receive(socket) for _ in range(50)]
     assert {reply["type"] for reply in replies} == {"HEARTBEAT"}
     await socket.disconnect()
+
+
+# --- rate limit -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tight_limit(settings):
+    settings.FUNPUMP_RATE_LIMIT = "5/60"
+    settings.FUNPUMP_REDIS_PREFIX = f"test-{uuid.uuid4().hex}"  # a fresh window per test
+
+
+async def test_over_the_limit_messages_get_rate_limited_and_are_not_processed(
+    tight_limit, alice, environment
+):
+    socket = await joined(alice, environment)  # the join is message 1 of 5
+    for index in range(4):
+        reply = await ask(
+            socket,
+            {
+                "type": "CHAT_MESSAGE",
+                "data": {"environmentId": environment.id, "message": f"m{index}"},
+            },
+        )
+        assert reply["type"] == "CHAT_MESSAGE"
+    reply = await ask(
+        socket,
+        {
+            "type": "CHAT_MESSAGE",
+            "requestId": "late",
+            "data": {"environmentId": environment.id, "message": "one too many"},
+        },
+    )
+    assert_error(reply, "RATE_LIMITED")
+    assert reply["requestId"] == "late"
+    assert 0 < reply["data"]["details"]["retryAfterMs"] <= 60_000
+    assert await ChatMessage.objects.acount() == 4
+    # Malformed messages count and are refused too; heartbeats are exempt.
+    assert_error(await ask(socket, "{broken"), "RATE_LIMITED")
+    assert (await ask(socket, {"type": "HEARTBEAT"}))["type"] == "HEARTBEAT"
+    await socket.disconnect()
+
+
+async def test_the_limit_spans_a_wallets_connections_and_batches_count_item_by_item(
+    tight_limit, alice, environment
+):
+    first = await joined(alice, environment)  # 1
+    second = await joined(alice, environment)  # 2
+    items = [{"environmentId": environment.id, "message": f"b{index}"} for index in range(5)]
+    await second.send_to(text_data=json.dumps({"type": "CHAT_MESSAGE", "data": items}))
+    replies = [await receive(second) for _ in items]
+    assert [reply["type"] for reply in replies] == ["CHAT_MESSAGE"] * 3 + ["ERROR"] * 2
+    assert {reply["data"]["code"] for reply in replies[3:]} == {"RATE_LIMITED"}
+    reply = await ask(first, join_frame(environment, alice))
+    # The first connection's copies of the 3 chat lines come first, then the refusal.
+    while reply["type"] == "CHAT_MESSAGE":
+        reply = await receive(first)
+    assert_error(reply, "RATE_LIMITED")
+    await first.disconnect()
+    await second.disconnect()
+
+
+async def test_anonymous_connections_are_limited_per_client_address(tight_limit):
+    sockets = [await open_socket() for _ in range(2)]
+    for index in range(5):
+        reply = await ask(sockets[index % 2], {"type": "NOPE"})
+        assert_error(reply, "INVALID_MESSAGE")
+    assert_error(await ask(sockets[0], {"type": "NOPE"}), "RATE_LIMITED")
+    for socket in sockets:
+        await socket.disconnect()
