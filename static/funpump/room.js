@@ -73,6 +73,7 @@ async function signIn() {
     { wallet: address, nonce: challenge.nonce, signature: base58(signature) });
   wallet = address;
   $("wallet").textContent = address;
+  $("sign-in").disabled = true;
   connect();
 }
 
@@ -137,7 +138,8 @@ function handle(message) {
       lastSequence = data.sequence;
       addTrade(data.trade);
       const vS = BigInt(data.newReserves.sol), vT = BigInt(data.newReserves.token);
-      $("price").textContent = (Number(vS * 10n ** 12n / vT) / 1e15).toPrecision(10);
+      // SOL per whole token = vS / (vT * 1000), printed to 24 places like the server's prices.
+      $("price").textContent = fromUnits((vS * 10n ** 24n / (vT * 1000n)).toString(), 24);
       $("market-cap").textContent = fromUnits((vS * 10n ** 15n / vT).toString(), 9);
       if (data.balance) showBalance(data.balance);
       break;

@@ -1,0 +1,81 @@
+"""The trading-room page in a real browser (Debian's chromium, headless)."""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from environments.models import ChatMessage, Position
+from environments.services import environment_create
+from tests.conftest import require
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def off_loop(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run ORM code on a plain thread: Playwright's sync API keeps an event loop on this one."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(function, *args, **kwargs).result()
+
+
+@pytest.fixture
+def browser_page(tmp_path: Path):
+    require(Path(CHROMIUM).exists(), "needs Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page()
+        yield page
+        browser.close()
+
+
+def test_a_visitor_signs_in_joins_trades_and_chats_with_markup_shown_as_text(
+    daphne_server, browser_page, tmp_path
+):
+    environment = off_loop(environment_create, name="Browser room", environment_id="browser-room")
+    server = off_loop(daphne_server)
+    page = browser_page
+    page.goto(server.http + "/")
+    page.wait_for_selector("#environment option[value='browser-room']", state="attached")
+    page.select_option("#environment", "browser-room")
+
+    page.click("#sign-in")  # an ed25519 key made in the browser signs the challenge
+    page.wait_for_function("document.querySelector('#wallet').textContent.length >= 32")
+    wallet = page.text_content("#wallet")
+    page.wait_for_selector("#join:not([disabled])")
+    page.click("#join")
+    page.wait_for_function("document.querySelector('#balance-sol').textContent === '100'")
+
+    page.fill("#amount", "1")
+    page.click("button[value='buy']")
+    page.wait_for_selector("#trades li")
+    assert "bought 34199203.154141 tokens for 0.98765432 SOL" in page.text_content("#trades li")
+    assert page.text_content("#balance-sol") == "99"
+    assert page.text_content("#balance-token") == "34199203.154141"
+    assert page.text_content("#price").startswith("0.0000000298302")
+
+    page.fill("#chat-text", "<img src=x onerror=alert(1)> hi")
+    page.click("#chat-form button")
+    page.wait_for_selector("#chat li")
+    assert "<img src=x onerror=alert(1)> hi" in page.text_content("#chat li")
+    assert page.query_selector("#chat img") is None  # shown as text, never as markup
+    page.screenshot(path=str(tmp_path / "room.png"), full_page=True)
+
+    position = off_loop(Position.objects.get, environment=environment, wallet=wallet)
+    assert position.token_balance == 34_199_203_154_141
+    chat = off_loop(ChatMessage.objects.get, environment=environment)
+    assert chat.message.startswith("<img")
