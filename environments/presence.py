@@ -1,15 +1,17 @@
 """Who is in which environment right now, across every server process.
 
 A participant is a wallet with at least one connection joined to the environment. With
-``REDIS_URL`` set the entries live in Redis (one sorted set per environment, scored by expiry,
-refreshed by the process that owns the connection), so counts are right across processes and a
-crashed process's entries expire on their own. Without Redis, one process is all there is and a
+``REDIS_URL`` set the entries live in Redis (one sorted set per environment, scored by expiry),
+so counts are right across processes. Each process refreshes the entries of its own connections
+from a background thread every ``REFRESH_EVERY`` seconds; a crashed process's entries expire on
+their own after ``ENTRY_TTL``. Without Redis, one process is all there is and a
 dictionary suffices.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -18,6 +20,8 @@ from typing import Protocol
 
 import redis
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 ENTRY_TTL = 120  # seconds an entry lives without a refresh
 REFRESH_EVERY = 30
@@ -67,11 +71,33 @@ class RedisPresence:
     def __init__(self, url: str, prefix: str) -> None:
         self._redis = redis.Redis.from_url(url, socket_timeout=5, max_connections=200)
         self._prefix = prefix
+        self._own: set[tuple[str, str, str]] = set()  # this process's live entries
+        self._own_lock = threading.Lock()
+        self._refresher: threading.Thread | None = None
+
+    def _keep_fresh(self) -> None:
+        while True:
+            time.sleep(REFRESH_EVERY)
+            with self._own_lock:
+                entries = list(self._own)
+            if not entries:
+                continue
+            try:
+                self.refresh(entries)
+            except redis.RedisError:
+                logger.warning("presence refresh failed; retrying in %s s", REFRESH_EVERY)
 
     def _key(self, environment_id: str) -> str:
         return f"{self._prefix}:presence:{environment_id}"
 
     def add(self, environment_id: str, connection: str, wallet: str) -> None:
+        with self._own_lock:
+            self._own.add((environment_id, connection, wallet))
+            if self._refresher is None:
+                self._refresher = threading.Thread(
+                    target=self._keep_fresh, name="presence-refresh", daemon=True
+                )
+                self._refresher.start()
         key = self._key(environment_id)
         pipe = self._redis.pipeline(transaction=False)
         pipe.zadd(key, {f"{connection}|{wallet}": time.time() + ENTRY_TTL})
@@ -79,6 +105,8 @@ class RedisPresence:
         pipe.execute()
 
     def remove(self, environment_id: str, connection: str, wallet: str) -> None:
+        with self._own_lock:
+            self._own.discard((environment_id, connection, wallet))
         self._redis.zrem(self._key(environment_id), f"{connection}|{wallet}")
 
     def refresh(self, entries: Iterable[tuple[str, str, str]]) -> None:

@@ -1,0 +1,49 @@
+"""Presence in Redis: distinct wallets, kept fresh while connected, expiring when a process dies."""
+
+import time
+import uuid
+
+import pytest
+
+from environments import presence
+
+
+@pytest.fixture
+def redis_presence(redis_url, monkeypatch):
+    monkeypatch.setattr(presence, "ENTRY_TTL", 1)
+    monkeypatch.setattr(presence, "REFRESH_EVERY", 0.2)
+    return presence.RedisPresence(redis_url, f"test-{uuid.uuid4().hex}")
+
+
+def test_counts_distinct_wallets_and_forgets_removed_connections(redis_presence):
+    redis_presence.add("env_a", "c1", "alice")
+    redis_presence.add("env_a", "c2", "alice")
+    redis_presence.add("env_a", "c3", "bob")
+    redis_presence.add("env_b", "c4", "bob")
+    assert redis_presence.counts(["env_a", "env_b", "env_c"]) == {
+        "env_a": 2,
+        "env_b": 1,
+        "env_c": 0,
+    }
+    redis_presence.remove("env_a", "c3", "bob")
+    assert redis_presence.count("env_a") == 1
+
+
+def test_live_entries_are_refreshed_and_dead_ones_expire(redis_presence, redis_url):
+    redis_presence.add("env_a", "c1", "alice")
+    # Another process adds an entry and then dies without removing it.
+    other = presence.RedisPresence(redis_url, redis_presence._prefix)
+    other.add("env_a", "c9", "carol")
+    other._own.clear()  # a dead process refreshes nothing
+    time.sleep(2)  # twice the entry lifetime
+    assert redis_presence.count("env_a") == 1  # alice kept fresh, carol expired
+
+
+def test_local_presence_counts_distinct_wallets():
+    local = presence.LocalPresence()
+    local.add("env_a", "c1", "alice")
+    local.add("env_a", "c2", "alice")
+    assert local.count("env_a") == 1
+    local.remove("env_a", "c1", "alice")
+    local.remove("env_a", "c2", "alice")
+    assert local.counts(["env_a"]) == {"env_a": 0}
