@@ -48,5 +48,9 @@ pytest: $(VENV)/.dev
 
 test: lint typecheck pytest
 
+# Numbers, not assertions: prints a table (server CPU per message, latencies, trades/s).
+bench: demo $(VENV)/.dev
+	$(BIN)/python bench/room.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from environments import presence
+from environments import presence, services
 from environments.models import ChatMessage, Environment, Position
 from environments.services import (
     CurveConstants,
@@ -27,27 +27,7 @@ STATE_FIELDS = (
     "launched_by",
     "created_at",
 )
-CONSTANT_FIELDS = (
-    "initial_virtual_sol",
-    "initial_virtual_token",
-    "initial_real_token",
-    "total_supply",
-    "protocol_fee_bps",
-    "creator_fee_bps",
-    "starting_sol_balance",
-)
-
-
-def constants_from(data: dict[str, Any]) -> CurveConstants:
-    return CurveConstants(
-        virtual_sol=data["initial_virtual_sol"],
-        virtual_token=data["initial_virtual_token"],
-        real_token=data["initial_real_token"],
-        total_supply=data["total_supply"],
-        protocol_fee_bps=data["protocol_fee_bps"],
-        creator_fee_bps=data["creator_fee_bps"],
-        starting_sol_balance=data["starting_sol_balance"],
-    )
+CONSTANT_FIELDS = tuple(services.CONSTANT_FIELDS.values())
 
 
 class EnvironmentForm(forms.ModelForm[Environment]):
@@ -61,7 +41,7 @@ class EnvironmentForm(forms.ModelForm[Environment]):
         data = super().clean() or {}
         if self.instance._state.adding and all(name in data for name in CONSTANT_FIELDS):
             try:
-                constants_from(data).validate()
+                CurveConstants.from_fields(data).validate()
             except DomainError as exc:
                 raise forms.ValidationError(exc.message) from None
         return data
@@ -125,7 +105,7 @@ class EnvironmentAdmin(admin.ModelAdmin[Environment]):
             name=obj.name,
             token_mint=obj.token_mint or None,
             is_open=obj.is_open,
-            constants=constants_from(form.cleaned_data),
+            constants=CurveConstants.from_fields(form.cleaned_data),
         )
         obj.pk = created.pk
         obj.refresh_from_db()

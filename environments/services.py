@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,18 @@ def _check_mint(token_mint: str) -> str:
     raise DomainError(ErrorCode.INVALID_MESSAGE, "tokenMint must be a base58 address (32 bytes)")
 
 
+# CurveConstants attribute → the Environment field that stores it.
+CONSTANT_FIELDS = {
+    "virtual_sol": "initial_virtual_sol",
+    "virtual_token": "initial_virtual_token",
+    "real_token": "initial_real_token",
+    "total_supply": "total_supply",
+    "protocol_fee_bps": "protocol_fee_bps",
+    "creator_fee_bps": "creator_fee_bps",
+    "starting_sol_balance": "starting_sol_balance",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class CurveConstants:
     """What an operator may choose when creating an environment; pump.fun's by default."""
@@ -45,6 +58,11 @@ class CurveConstants:
     protocol_fee_bps: int = curve.DEFAULT_PROTOCOL_FEE_BPS
     creator_fee_bps: int = curve.DEFAULT_CREATOR_FEE_BPS
     starting_sol_balance: int = curve.DEFAULT_STARTING_SOL
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> CurveConstants:
+        """Read the constants from a mapping keyed by ``Environment``'s field names."""
+        return cls(**{name: data[field] for name, field in CONSTANT_FIELDS.items()})
 
     def validate(self) -> None:
         problems = []

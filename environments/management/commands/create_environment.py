@@ -9,6 +9,22 @@ from environments.services import CurveConstants, environment_create
 from funpump.errors import DomainError
 from trading import curve
 
+# Curve constants: flag, Environment field, pump.fun default, unit.
+CONSTANT_OPTIONS = [
+    ("--virtual-sol", "initial_virtual_sol", curve.DEFAULT_VIRTUAL_SOL, "lamports"),
+    ("--virtual-token", "initial_virtual_token", curve.DEFAULT_VIRTUAL_TOKEN, "raw units"),
+    ("--real-token", "initial_real_token", curve.DEFAULT_REAL_TOKEN, "raw units"),
+    ("--total-supply", "total_supply", curve.DEFAULT_TOTAL_SUPPLY, "raw units"),
+    ("--protocol-fee-bps", "protocol_fee_bps", curve.DEFAULT_PROTOCOL_FEE_BPS, "basis points"),
+    ("--creator-fee-bps", "creator_fee_bps", curve.DEFAULT_CREATOR_FEE_BPS, "basis points"),
+    (
+        "--starting-sol",
+        "starting_sol_balance",
+        curve.DEFAULT_STARTING_SOL,
+        "each participant's starting balance, lamports",
+    ),
+]
+
 
 class Command(BaseCommand):
     help = "Create a virtual environment (a bonding curve with its own balances and chat)."
@@ -24,18 +40,8 @@ class Command(BaseCommand):
         parser.add_argument("--token-mint", help="Base58 mint it mirrors; generated if omitted.")
         parser.add_argument("--launched-by", default="", help="Launcher wallet, if any.")
         parser.add_argument("--closed", action="store_true", help="Create it closed to trading.")
-        parser.add_argument("--virtual-sol", type=int, default=curve.DEFAULT_VIRTUAL_SOL)
-        parser.add_argument("--virtual-token", type=int, default=curve.DEFAULT_VIRTUAL_TOKEN)
-        parser.add_argument("--real-token", type=int, default=curve.DEFAULT_REAL_TOKEN)
-        parser.add_argument("--total-supply", type=int, default=curve.DEFAULT_TOTAL_SUPPLY)
-        parser.add_argument("--protocol-fee-bps", type=int, default=curve.DEFAULT_PROTOCOL_FEE_BPS)
-        parser.add_argument("--creator-fee-bps", type=int, default=curve.DEFAULT_CREATOR_FEE_BPS)
-        parser.add_argument(
-            "--starting-sol",
-            type=int,
-            default=curve.DEFAULT_STARTING_SOL,
-            help="Starting balance of every participant, lamports.",
-        )
+        for flag, field, default, unit in CONSTANT_OPTIONS:
+            parser.add_argument(flag, dest=field, type=int, default=default, help=unit)
 
     def handle(self, *args: Any, **options: Any) -> None:
         environment_id = options["environment_id"]
@@ -46,15 +52,7 @@ class Command(BaseCommand):
                     self.stdout.write(f"Environment {existing.id} already exists.")
                     return
                 raise CommandError(f"environment {environment_id} already exists")
-        constants = CurveConstants(
-            virtual_sol=options["virtual_sol"],
-            virtual_token=options["virtual_token"],
-            real_token=options["real_token"],
-            total_supply=options["total_supply"],
-            protocol_fee_bps=options["protocol_fee_bps"],
-            creator_fee_bps=options["creator_fee_bps"],
-            starting_sol_balance=options["starting_sol"],
-        )
+        constants = CurveConstants.from_fields(options)
         try:
             environment = environment_create(
                 name=options["name"],
