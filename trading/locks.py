@@ -14,7 +14,9 @@ from funpump.errors import DomainError, ErrorCode
 def lock_environment(environment_id: str) -> Environment:
     """Lock and read the environment row; ENVIRONMENT_NOT_FOUND if there is none."""
     try:
-        return Environment.objects.select_for_update().get(pk=environment_id)
+        # NO KEY UPDATE: trades still queue on the row, but inserts that merely reference it
+        # (a new participant's position) do not wait for them.
+        return Environment.objects.select_for_update(no_key=True).get(pk=environment_id)
     except Environment.DoesNotExist:
         raise DomainError(ErrorCode.ENVIRONMENT_NOT_FOUND, "environment not found") from None
 
