@@ -34,7 +34,7 @@ demo: migrate
 
 run: demo
 	@echo "FunPump on http://$(HOST):$(PORT)  (WebSocket ws://$(HOST):$(PORT)/ws)"
-	$(BIN)/daphne -b $(HOST) -p $(PORT) funpump.asgi:application
+	$(BIN)/python -m funpump.serve -b $(HOST) -p $(PORT)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

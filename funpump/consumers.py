@@ -35,6 +35,9 @@ OWN_COPY_WAIT = 2.0  # seconds to wait for the trader's own broadcast before the
 _connection_ids = itertools.count(1)
 
 RATE_EXEMPT = frozenset({"HEARTBEAT"})
+# Application close codes (docs/protocol.md lists them with the advice to clients).
+CLOSE_SLOW_READER = 4009
+CLOSE_IDLE = 4408
 
 Handler = Callable[["RoomConsumer", Any, str | None], Awaitable[None]]
 
@@ -81,8 +84,27 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.hub = await Hub.get()
         await self.accept()
         self.writer = asyncio.create_task(self._write())
+        self.last_heard = time.monotonic()
+        self.idle_timer = asyncio.get_running_loop().call_later(
+            settings.FUNPUMP_IDLE_TIMEOUT, self._check_idle
+        )
+
+    def _check_idle(self) -> None:
+        """Close a connection that has sent nothing for FUNPUMP_IDLE_TIMEOUT seconds (4408)."""
+        silent = time.monotonic() - self.last_heard
+        timeout = settings.FUNPUMP_IDLE_TIMEOUT
+        if silent >= timeout:
+            logger.info("closing idle connection %s", self.connection_id)
+            self.closing = asyncio.ensure_future(self.close(code=CLOSE_IDLE))
+        else:
+            self.idle_timer = asyncio.get_running_loop().call_later(
+                timeout - silent, self._check_idle
+            )
 
     async def disconnect(self, code: int) -> None:
+        idle_timer = getattr(self, "idle_timer", None)
+        if idle_timer is not None:
+            idle_timer.cancel()
         writer = getattr(self, "writer", None)
         if writer is not None:
             writer.cancel()
@@ -103,7 +125,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         except asyncio.QueueFull:
             logger.warning("outbox full, closing %s", self.connection_id)
             self.writer.cancel()
-            self.closing = asyncio.ensure_future(self.close(code=4009))
+            self.closing = asyncio.ensure_future(self.close(code=CLOSE_SLOW_READER))
 
     async def _write(self) -> None:
         while True:
@@ -119,6 +141,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     # --- inbound ------------------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self.last_heard = time.monotonic()
         if text_data is None:
             self.error(protocol.invalid("binary frames are only accepted in a voice session"), None)
             return

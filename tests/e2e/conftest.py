@@ -49,7 +49,7 @@ class Server:
 
 @pytest.fixture
 def daphne_server(transactional_db: None, tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start ``daphne funpump.asgi:application``; every server started is stopped afterwards."""
+    """Start ``python -m funpump.serve`` (daphne); every server started is stopped afterwards."""
     servers: list[Server] = []
 
     def start(**extra_env: str) -> Server:
@@ -65,16 +65,7 @@ def daphne_server(transactional_db: None, tmp_path: Path) -> Iterator[Callable[.
             "DJANGO_SECRET_KEY": settings.SECRET_KEY,
             **extra_env,
         }
-        command = [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "funpump.asgi:application",
-        ]
+        command = [sys.executable, "-m", "funpump.serve", "-b", "127.0.0.1", "-p", str(port)]
         with log.open("wb") as sink:
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=sink)
         server = Server(process, port, log)

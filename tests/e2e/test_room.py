@@ -209,3 +209,16 @@ async def test_a_trade_on_one_server_process_reaches_a_participant_on_another(
     again = await bob.join(environment.id, wallet_of(bob_key))
     assert again["data"]["participants"] == 1
     await bob.close()
+
+
+async def test_an_oversized_frame_closes_the_socket_with_1009(daphne_server):
+    server = await sync_to_async(daphne_server)()
+    async with websockets.connect(server.ws, max_size=None) as client:
+        await client.send("x" * (64 * 1024 - 10))  # under the limit: just not JSON
+        reply = json.loads(await client.recv())
+        assert reply["data"]["code"] == "INVALID_MESSAGE"
+        await client.send(json.dumps({"type": "HEARTBEAT", "data": {"pad": "y" * 70_000}}))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await client.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1009

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -626,3 +627,18 @@ async def test_anonymous_connections_are_limited_per_client_address(tight_limit)
     assert_error(await ask(sockets[0], {"type": "NOPE"}), "RATE_LIMITED")
     for socket in sockets:
         await socket.disconnect()
+
+
+# --- idle timeout -----------------------------------------------------------------------------
+
+
+async def test_a_silent_connection_is_closed_with_4408_and_heartbeats_keep_it(settings):
+    settings.FUNPUMP_IDLE_TIMEOUT = 0.5
+    talker, silent = await open_socket(), await open_socket()
+    for _ in range(4):
+        await asyncio.sleep(0.2)
+        assert (await ask(talker, {"type": "HEARTBEAT"}))["type"] == "HEARTBEAT"
+    closed = await silent.receive_output(timeout=1)
+    assert closed == {"type": "websocket.close", "code": 4408}
+    assert (await ask(talker, {"type": "HEARTBEAT"}))["type"] == "HEARTBEAT"
+    await talker.disconnect()
