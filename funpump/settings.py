@@ -81,7 +81,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # one per thread, and CONN_MAX_AGE=0 without a pool reconnects per query batch. Django's
     # psycopg pool hands connections back at the end of each unit of work.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    # Bounded waits: a trade queued behind a stuck row lock fails cleanly instead of hanging.
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+        f"-c lock_timeout={env.int('FUNPUMP_LOCK_TIMEOUT_MS', default=5000)}"
+        f" -c statement_timeout={env.int('FUNPUMP_STATEMENT_TIMEOUT_MS', default=15000)}"
+    )
+    DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": env.int("FUNPUMP_DB_POOL_MIN", default=2),
         "max_size": env.int("FUNPUMP_DB_POOL_MAX", default=16),
         "timeout": 10,
