@@ -176,16 +176,7 @@ class Daphne:
             "DJANGO_SECRET_KEY": settings.SECRET_KEY,
             "FUNPUMP_RATE_LIMIT": "1000000/60",
         }
-        command = [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "funpump.asgi:application",
-        ]
+        command = [sys.executable, "-m", "funpump.serve", "-b", "127.0.0.1", "-p", str(self.port)]
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
                 command, cwd=ROOT, env=env, stdout=sink, stderr=sink
