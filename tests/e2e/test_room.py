@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections import Counter
 from typing import Any
 
@@ -16,6 +17,7 @@ from nacl.signing import SigningKey
 
 from environments.models import ChatMessage, Environment, Position
 from environments.services import environment_create
+from funpump.auth import token_issue
 from funpump.client import FunPumpClient, sign_in, wallet_of
 from trading.models import Trade
 
@@ -222,3 +224,30 @@ async def test_an_oversized_frame_closes_the_socket_with_1009(daphne_server):
             await client.recv()
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1009
+
+
+async def test_the_rate_limit_counts_a_wallets_messages_on_every_server_process(
+    redis_url, daphne_server
+):
+    limit = {"FUNPUMP_RATE_LIMIT": "6/60", "FUNPUMP_REDIS_PREFIX": f"rate-{time.time_ns()}"}
+    first, second = await asyncio.gather(
+        sync_to_async(daphne_server)(**limit), sync_to_async(daphne_server)(**limit)
+    )
+    key = SigningKey.generate()
+    token = await sync_to_async(token_issue)(wallet_of(key))
+    on_first = FunPumpClient(first.ws, token=token.token, origin=ORIGIN)
+    on_second = FunPumpClient(second.ws, token=token.token, origin=ORIGIN)
+    await on_first.connect()
+    await on_second.connect()
+    codes = []
+    for index in range(6):
+        client = on_first if index % 2 else on_second
+        codes.append((await client.request("NOT_A_TYPE"))["data"]["code"])
+    assert codes == ["INVALID_MESSAGE"] * 6
+    refused = await on_first.request("NOT_A_TYPE")
+    assert refused["data"]["code"] == "RATE_LIMITED"
+    assert refused["data"]["details"]["retryAfterMs"] > 0
+    heartbeat = await on_second.request("HEARTBEAT")  # exempt
+    assert heartbeat["type"] == "HEARTBEAT"
+    await on_first.close()
+    await on_second.close()

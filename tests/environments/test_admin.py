@@ -186,6 +186,7 @@ def test_change_view_closes_and_renames(admin_client: Client, environment: Envir
     url = reverse("admin:environments_environment_change", args=[environment.pk])
     response = admin_client.post(url, {"name": "Renamed"})  # is_open unchecked
     assert response.status_code == 302
+    assert response["Location"] == reverse("admin:environments_environment_changelist")
     environment.refresh_from_db()
     assert environment.name == "Renamed"
     assert environment.is_open is False
