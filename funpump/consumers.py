@@ -20,7 +20,7 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from environments.services import chat_post, participant_enter, participant_leave
-from funpump import protocol
+from funpump import metrics, protocol
 from funpump.auth import token_wallet, user_wallet
 from funpump.db import db_call
 from funpump.errors import DomainError, ErrorCode
@@ -83,6 +83,12 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
         self.hub = await Hub.get()
         await self.accept()
+        metrics.CONNECTIONS.inc()
+        self.counted = True
+        logger.info(
+            "connected",
+            extra={"event": "connect", "wallet": self.wallet, "connection": self.connection_id},
+        )
         self.writer = asyncio.create_task(self._write())
         self.last_heard = time.monotonic()
         self.idle_timer = asyncio.get_running_loop().call_later(
@@ -102,6 +108,18 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             )
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            metrics.CONNECTIONS.dec()
+            self.counted = False
+            logger.info(
+                "disconnected",
+                extra={
+                    "event": "disconnect",
+                    "wallet": self.wallet,
+                    "connection": self.connection_id,
+                    "code": code,
+                },
+            )
         idle_timer = getattr(self, "idle_timer", None)
         if idle_timer is not None:
             idle_timer.cancel()
@@ -136,6 +154,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.push(protocol.encode(message_type, data, request_id))
 
     def error(self, error: DomainError, request_id: str | None) -> None:
+        metrics.ERRORS.labels(error.code.value).inc()
         self.push(protocol.error_frame(error, request_id))
 
     # --- inbound ------------------------------------------------------------------------------
@@ -185,6 +204,8 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return Grant(wanted, 0)
 
     def _refuse_over_limit(self, count: int, grant: Grant, request_id: str | None) -> None:
+        if count:
+            metrics.RATE_LIMITED.inc(count)
         details = {"retryAfterMs": grant.retry_after_ms}
         for _ in range(count):
             self.error(
@@ -193,20 +214,33 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def handle(self, message_type: str, data: Any, request_id: str | None) -> None:
         """Validate and run one message; every failure becomes one ``ERROR`` frame."""
+        metrics.MESSAGES.labels(message_type).inc()
+        started = time.perf_counter()
+        context: dict[str, Any] = {
+            "type": message_type,
+            "wallet": self.wallet,
+            "connection": self.connection_id,
+            "requestId": request_id,
+        }
         try:
             payload = protocol.validate_data(message_type, data)
+            context["environment"] = getattr(payload, "environmentId", None)
             await HANDLERS[message_type](self, payload, request_id)
         except DomainError as exc:
             self.error(exc, request_id)
+            context.update(event="refused", code=exc.code.value)
         except Exception:
-            logger.exception(
-                "internal error handling %s (wallet=%s connection=%s requestId=%s)",
-                message_type,
-                self.wallet,
-                self.connection_id,
-                request_id,
-            )
+            logger.exception("internal error", extra={**context, "event": "error"})
             self.error(DomainError(ErrorCode.INTERNAL_ERROR, "internal error"), request_id)
+            return
+        else:
+            context["event"] = "handled"
+        elapsed = time.perf_counter() - started
+        if message_type == "VIRTUAL_TRADE":
+            metrics.TRADE_SECONDS.observe(elapsed)
+        if message_type != "HEARTBEAT":
+            context["latencyMs"] = round(elapsed * 1000, 2)
+            logger.info(message_type, extra=context)
 
     # --- handlers -----------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from environments.views import EnvironmentDetailView, EnvironmentListView, TradeListView
 from funpump import views
+from funpump.metrics import metrics_view
 
 urlpatterns = [
     path("", views.room, name="room"),
@@ -24,4 +25,5 @@ urlpatterns = [
     path("api/health", views.HealthView.as_view(), name="health"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/protocol.json", views.protocol_schema, name="protocol-schema"),
+    path("metrics", metrics_view, name="metrics"),
 ]
