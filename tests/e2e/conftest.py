@@ -52,7 +52,8 @@ def daphne_server(transactional_db: None, tmp_path: Path) -> Iterator[Callable[.
     """Start ``python -m funpump.serve`` (daphne); every server started is stopped afterwards."""
     servers: list[Server] = []
 
-    def start(**extra_env: str) -> Server:
+    def start(endpoint: str | None = None, **extra_env: str) -> Server:
+        """``endpoint``: a twisted endpoint string (``ssl:...``) instead of plain TCP."""
         port = free_port()
         log = tmp_path / f"daphne-{port}.log"
         env = {
@@ -66,6 +67,8 @@ def daphne_server(transactional_db: None, tmp_path: Path) -> Iterator[Callable[.
             **extra_env,
         }
         command = [sys.executable, "-m", "funpump.serve", "-b", "127.0.0.1", "-p", str(port)]
+        if endpoint is not None:
+            command[3:] = ["-e", endpoint.format(port=port)]
         with log.open("wb") as sink:
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=sink)
         server = Server(process, port, log)
