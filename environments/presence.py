@@ -66,7 +66,11 @@ class LocalPresence:
 
 
 class RedisPresence:
-    """Presence shared by every process through Redis."""
+    """Presence shared by every process through Redis.
+
+    While Redis is unreachable, joins and leaves still work: the change is logged and left to
+    the refresher thread, and counts fall back to this process's own connections.
+    """
 
     def __init__(self, url: str, prefix: str) -> None:
         self._redis = redis.Redis.from_url(url, socket_timeout=5, max_connections=200)
@@ -98,16 +102,18 @@ class RedisPresence:
                     target=self._keep_fresh, name="presence-refresh", daemon=True
                 )
                 self._refresher.start()
-        key = self._key(environment_id)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.zadd(key, {f"{connection}|{wallet}": time.time() + ENTRY_TTL})
-        pipe.expire(key, ENTRY_TTL * 2)
-        pipe.execute()
+        try:
+            self.refresh([(environment_id, connection, wallet)])
+        except redis.RedisError as exc:
+            logger.warning("presence add failed (%r); the refresher will retry", exc)
 
     def remove(self, environment_id: str, connection: str, wallet: str) -> None:
         with self._own_lock:
             self._own.discard((environment_id, connection, wallet))
-        self._redis.zrem(self._key(environment_id), f"{connection}|{wallet}")
+        try:
+            self._redis.zrem(self._key(environment_id), f"{connection}|{wallet}")
+        except redis.RedisError as exc:
+            logger.warning("presence remove failed (%r); the entry will expire", exc)
 
     def refresh(self, entries: Iterable[tuple[str, str, str]]) -> None:
         expiry = time.time() + ENTRY_TTL
@@ -124,6 +130,18 @@ class RedisPresence:
     def counts(self, environment_ids: list[str]) -> dict[str, int]:
         if not environment_ids:
             return {}
+        try:
+            return self._shared_counts(environment_ids)
+        except redis.RedisError as exc:
+            logger.warning("presence count failed (%r); counting this process only", exc)
+            with self._own_lock:
+                own = list(self._own)
+            return {
+                environment_id: len({w for e, _c, w in own if e == environment_id})
+                for environment_id in environment_ids
+            }
+
+    def _shared_counts(self, environment_ids: list[str]) -> dict[str, int]:
         now = time.time()
         pipe = self._redis.pipeline(transaction=False)
         for environment_id in environment_ids:

@@ -302,9 +302,11 @@ class Hub:
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("channel layer receive failed; retrying")
+            except Exception as exc:
+                logger.warning("channel layer receive failed (%r); retrying", exc)
                 await asyncio.sleep(1)
+                # Redis may have restarted empty: group memberships are gone with it.
+                await self._rejoin_groups()
                 continue
             if message.get("type") != "fanout" or message.get("process") == PROCESS_ID:
                 continue
@@ -332,18 +334,23 @@ class Hub:
             )
 
     async def _refresh_groups(self) -> None:
-        assert self.layer is not None
         while True:
-            await asyncio.sleep(GROUP_REFRESH)
-            for environment_id in list(self.feeds):
-                if self.channel is not None:
-                    await self._layer_call(
-                        self.layer.group_add(environment_group(environment_id), self.channel)
-                    )
+            await asyncio.sleep(GROUP_REFRESH)  # the layer expires group memberships
+            await self._rejoin_groups()
+
+    async def _rejoin_groups(self) -> None:
+        if self.layer is None or self.channel is None:
+            return
+        for environment_id in list(self.feeds):
+            await self._layer_call(
+                self.layer.group_add(environment_group(environment_id), self.channel)
+            )
 
     @staticmethod
     async def _layer_call(call: Any) -> None:
         try:
             await call
-        except Exception:
-            logger.exception("channel layer call failed")
+        except Exception as exc:
+            # The database is the truth: a lost broadcast is repaired by the client re-joining
+            # when it sees a gap in the sequence.
+            logger.warning("channel layer call failed: %r", exc)
