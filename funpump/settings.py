@@ -89,8 +89,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": env.int("FUNPUMP_DB_POOL_MIN", default=2),
         "max_size": env.int("FUNPUMP_DB_POOL_MAX", default=16),
-        "timeout": 10,
+        "timeout": 5,
     }
+    # The pool tests a connection before handing it out, so one that died with the server (a
+    # restart, a failover) is replaced instead of failing the next trade.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
     # A file, not memory, so that the end-to-end tests' server processes share the test data.
