@@ -15,13 +15,38 @@ from typing import Any
 
 from daphne import server as daphne_server
 from daphne.cli import CommandLineInterface
-from daphne.ws_protocol import WebSocketFactory
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 
 APPLICATION = "funpump.asgi:application"
+SLOW_READER_CLOSE = 4009
+
+
+class BoundedWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
+    """Disconnects a client that stops reading instead of buffering its frames forever.
+
+    Once the kernel's socket buffer is full, Twisted keeps what is written in memory; past
+    ``FUNPUMP_MAX_BUFFERED_BYTES`` of that, the client is dropped (close code 4009).
+    """
+
+    def sendMessage(self, *args: Any, **kwargs: Any) -> None:
+        super().sendMessage(*args, **kwargs)
+        transport = self.transport
+        if transport is None:
+            return
+        buffered = len(getattr(transport, "dataBuffer", b"")) + getattr(
+            transport, "_tempDataLen", 0
+        )
+        from django.conf import settings
+
+        if buffered > settings.FUNPUMP_MAX_BUFFERED_BYTES:
+            self.sendClose(code=SLOW_READER_CLOSE, reason="client too slow to read")
+            transport.abortConnection()
 
 
 class LimitedWebSocketFactory(WebSocketFactory):  # type: ignore[misc]
     """daphne's factory with the contract's frame limit and a proper 1009 close."""
+
+    protocol = BoundedWebSocketProtocol
 
     def setProtocolOptions(self, **options: Any) -> None:
         from django.conf import settings
