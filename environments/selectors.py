@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from environments import presence
 from environments.models import ChatMessage, Environment, Position
+from funpump.errors import DomainError, ErrorCode
 from trading import curve
-from trading.selectors import millis, trade_view, trades_recent
+from trading.selectors import millis, trade_view, trades_recent, volume_24h
 
 HISTORY_SIZE = 50
 
@@ -89,3 +91,42 @@ def environment_state(environment: Environment, position: Position) -> dict[str,
     state["trades"] = [trade_view(trade) for trade in trades_recent(environment.id, upto=upto)]
     state["balance"] = balance_view(position)
     return state
+
+
+def price_target(*, mint: str, environment_id: str | None) -> str:
+    """The environment whose curve prices ``mint`` for a ``SUBSCRIBE_PRICE``."""
+    if environment_id is not None:
+        environment = environment_get(environment_id)
+        if environment is None:
+            raise DomainError(ErrorCode.ENVIRONMENT_NOT_FOUND, "environment not found")
+        if environment.token_mint != mint:
+            raise DomainError(
+                ErrorCode.INVALID_MESSAGE,
+                "mintAddress is not this environment's tokenMint",
+                {"field": "mintAddress", "tokenMint": environment.token_mint},
+            )
+        return environment.id
+    latest = (
+        Environment.objects.filter(token_mint=mint, is_open=True)
+        .order_by("-created_at")
+        .values_list("id", flat=True)
+        .first()
+    )
+    if latest is None:
+        raise DomainError(ErrorCode.ENVIRONMENT_NOT_FOUND, "no open environment carries this mint")
+    return latest
+
+
+def price_update(*, environment_id: str) -> dict[str, Any]:
+    """The data of a ``PRICE_UPDATE`` for an environment's curve, as of now."""
+    environment = Environment.objects.get(pk=environment_id)
+    state = environment.curve
+    now = timezone.now()
+    return {
+        "mintAddress": environment.token_mint,
+        "price": curve.format_price(state.spot_price),
+        "volume": str(volume_24h(environment.id, now=now)),
+        "timestamp": millis(now),
+        "environmentId": environment.id,
+        "marketCap": str(state.market_cap),
+    }

@@ -19,6 +19,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
+from environments.selectors import price_target, price_update
 from environments.services import chat_post, participant_enter, participant_leave
 from funpump import metrics, protocol
 from funpump.auth import token_wallet, user_wallet
@@ -80,6 +81,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.connection_id = f"{PROCESS_ID}.{next(_connection_ids)}"
         self.client_ip = (self.scope.get("client") or ["unknown"])[0]
         self.joined = set()
+        self.prices: dict[tuple[str, str | None], str] = {}  # (mint, environmentId) → watched
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
         self.hub = await Hub.get()
         await self.accept()
@@ -126,6 +128,8 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         writer = getattr(self, "writer", None)
         if writer is not None:
             writer.cancel()
+        for key in list(getattr(self, "prices", {})):
+            await self._unwatch(key)
         joined = list(getattr(self, "joined", ()))
         for environment_id in joined:
             await self.hub.leave(environment_id, self.connection_id)
@@ -308,6 +312,41 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         )
         await self._own_copy(delivered)
 
+    async def on_subscribe_price(
+        self, data: protocol.SubscribePriceData, request_id: str | None
+    ) -> None:
+        key = (data.mintAddress, data.environmentId)
+        if key not in self.prices and len(self.prices) >= settings.FUNPUMP_MAX_SUBSCRIPTIONS:
+            raise protocol.invalid(
+                "too many price subscriptions on one connection",
+                limit=settings.FUNPUMP_MAX_SUBSCRIPTIONS,
+            )
+        environment_id = await db_call(price_target)(
+            mint=data.mintAddress, environment_id=data.environmentId
+        )
+        snapshot = await db_call(price_update)(environment_id=environment_id)
+        self.reply("PRICE_UPDATE", snapshot, request_id)
+        previous = self.prices.get(key)
+        if previous is not None and previous != environment_id:
+            await self._unwatch(key)
+        self.prices[key] = environment_id
+        await self.hub.watch_price(
+            environment_id,
+            self.connection_id,
+            self.push,
+            lambda: db_call(price_update)(environment_id=environment_id),
+        )
+
+    async def on_unsubscribe_price(
+        self, data: protocol.UnsubscribePriceData, request_id: str | None
+    ) -> None:
+        await self._unwatch((data.mintAddress, data.environmentId))
+
+    async def _unwatch(self, key: tuple[str, str | None]) -> None:
+        environment_id = self.prices.pop(key, None)
+        if environment_id is not None and environment_id not in self.prices.values():
+            await self.hub.unwatch_price(environment_id, self.connection_id)
+
     async def _own_copy(self, delivered: asyncio.Future[None]) -> None:
         """Wait until the sender's copy of its broadcast is queued, so answers keep their order."""
         try:
@@ -321,4 +360,6 @@ HANDLERS: dict[str, Handler] = {
     "JOIN_ENVIRONMENT": RoomConsumer.on_join,
     "VIRTUAL_TRADE": RoomConsumer.on_trade,
     "CHAT_MESSAGE": RoomConsumer.on_chat,
+    "SUBSCRIBE_PRICE": RoomConsumer.on_subscribe_price,
+    "UNSUBSCRIBE_PRICE": RoomConsumer.on_unsubscribe_price,
 }

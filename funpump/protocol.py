@@ -119,11 +119,28 @@ class ChatMessageData(_Data):
     message: Annotated[str, AfterValidator(_chat_text)]
 
 
+class SubscribePriceData(_Data):
+    """``SUBSCRIBE_PRICE``: a snapshot ``PRICE_UPDATE`` now, then coalesced updates.
+
+    With ``environmentId`` the price is that environment's curve (``mintAddress`` must be its
+    ``tokenMint``); without it, the most recently created open environment carrying the mint.
+    """
+
+    mintAddress: Wallet
+    environmentId: EnvironmentId | None = None
+
+
+class UnsubscribePriceData(SubscribePriceData):
+    """``UNSUBSCRIBE_PRICE``: stop the updates of a subscription (no reply)."""
+
+
 CLIENT_MESSAGES: dict[str, type[_Data]] = {
     "HEARTBEAT": HeartbeatData,
     "JOIN_ENVIRONMENT": JoinEnvironmentData,
     "VIRTUAL_TRADE": VirtualTradeData,
     "CHAT_MESSAGE": ChatMessageData,
+    "SUBSCRIBE_PRICE": SubscribePriceData,
+    "UNSUBSCRIBE_PRICE": UnsubscribePriceData,
 }
 # Messages that may arrive without data (``{"type": "HEARTBEAT"}``).
 DATA_OPTIONAL = frozenset({"HEARTBEAT"})
@@ -222,6 +239,17 @@ class EnvironmentState(EnvironmentSummary):
     balance: Balance
 
 
+class PriceUpdate(_Out):
+    """``PRICE_UPDATE``: spot price, 24 h volume (lamports, fees excluded) and market cap."""
+
+    mintAddress: str
+    price: Price
+    volume: U64
+    timestamp: Millis
+    environmentId: str
+    marketCap: U64
+
+
 class ErrorData(_Out):
     """``ERROR``: the code says what went wrong; nothing was changed."""
 
@@ -235,6 +263,7 @@ SERVER_MESSAGES: dict[str, type[_Out]] = {
     "ENVIRONMENT_STATE": EnvironmentState,
     "VIRTUAL_TRADE_EXECUTED": TradeExecuted,
     "CHAT_MESSAGE": ChatMessageView,
+    "PRICE_UPDATE": PriceUpdate,
     "ERROR": ErrorData,
 }
 

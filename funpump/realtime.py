@@ -19,7 +19,7 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 PROCESS_ID = f"{os.getpid()}-{secrets.token_hex(4)}"
 GAP_WAIT = 0.5  # seconds to wait for a missing sequence number before skipping it
 GROUP_REFRESH = 3600  # seconds between re-adds of layer groups (the layer expires them)
+PRICE_WINDOW = 0.1  # PRICE_UPDATE coalescing: at most one per subscription per window
 
 
 def environment_group(environment_id: str) -> str:
@@ -104,6 +105,7 @@ def _layer_message(event: Event) -> dict[str, Any]:
         "process": PROCESS_ID,
         "environment": event.environment_id,
         "sequence": event.sequence,
+        "kind": event.type,
         "text": event.text,
     }
 
@@ -136,11 +138,21 @@ class Feed:
     """The members of one environment in this process and the in-order delivery of its events."""
 
     members: dict[str, Member] = field(default_factory=dict)
+    # Price subscribers: connection → push. They get coalesced PRICE_UPDATEs, not events.
+    watchers: dict[str, Callable[[str], None]] = field(default_factory=dict)
+    price: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    price_changed: bool = False
     next_sequence: int | None = None
     pending: dict[int, Event] = field(default_factory=dict)
     gap_timer: asyncio.TimerHandle | None = None
 
+    @property
+    def empty(self) -> bool:
+        return not self.members and not self.watchers
+
     def offer(self, event: Event, loop: asyncio.AbstractEventLoop) -> None:
+        if event.type == "VIRTUAL_TRADE_EXECUTED":
+            self.price_changed = True
         if self.next_sequence is None:
             self.next_sequence = event.sequence
         if event.sequence < self.next_sequence:
@@ -216,10 +228,11 @@ class Hub:
         return hub
 
     def _start(self) -> None:
+        self._tasks = [self.loop.create_task(self._publish_prices())]
         if not self.shared:
             self._ready.set()
             return
-        self._tasks = [
+        self._tasks += [
             self.loop.create_task(self._receive()),
             self.loop.create_task(self._publish()),
             self.loop.create_task(self._refresh_groups()),
@@ -240,8 +253,8 @@ class Hub:
 
     # --- membership ---------------------------------------------------------------------------
 
-    async def join(self, environment_id: str, connection: str, push: Callable[[str], None]) -> None:
-        """Register a connection; it gets events once :meth:`ready` names its state's sequence."""
+    async def _feed(self, environment_id: str) -> Feed:
+        """The environment's feed, joining its layer group when it is new in this process."""
         feed = self.feeds.get(environment_id)
         if feed is None:
             feed = self.feeds[environment_id] = Feed()
@@ -249,6 +262,20 @@ class Hub:
                 await self._layer_call(
                     self.layer.group_add(environment_group(environment_id), self.channel)
                 )
+        return feed
+
+    async def _drop_if_empty(self, environment_id: str, feed: Feed) -> None:
+        if feed.empty and self.feeds.get(environment_id) is feed:
+            feed.close()
+            del self.feeds[environment_id]
+            if self.shared and self.channel is not None:
+                await self._layer_call(
+                    self.layer.group_discard(environment_group(environment_id), self.channel)
+                )
+
+    async def join(self, environment_id: str, connection: str, push: Callable[[str], None]) -> None:
+        """Register a connection; it gets events once :meth:`ready` names its state's sequence."""
+        feed = await self._feed(environment_id)
         feed.members.setdefault(connection, Member(push=push))
 
     def ready(self, environment_id: str, connection: str, sequence: int) -> None:
@@ -269,13 +296,51 @@ class Hub:
         if feed is None:
             return
         feed.members.pop(connection, None)
-        if not feed.members:
-            feed.close()
-            del self.feeds[environment_id]
-            if self.shared and self.channel is not None:
-                await self._layer_call(
-                    self.layer.group_discard(environment_group(environment_id), self.channel)
-                )
+        await self._drop_if_empty(environment_id, feed)
+
+    async def watch_price(
+        self,
+        environment_id: str,
+        connection: str,
+        push: Callable[[str], None],
+        price: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> None:
+        """Send ``connection`` a PRICE_UPDATE after trades, at most one per window.
+
+        ``price`` computes the update's data; the hub calls it once per environment per window,
+        whatever the number of subscribers, and sends them all the same frame.
+        """
+        feed = await self._feed(environment_id)
+        feed.watchers[connection] = push
+        feed.price = price
+
+    async def unwatch_price(self, environment_id: str, connection: str) -> None:
+        feed = self.feeds.get(environment_id)
+        if feed is not None:
+            feed.watchers.pop(connection, None)
+            await self._drop_if_empty(environment_id, feed)
+
+    async def _publish_prices(self) -> None:
+        while True:
+            await asyncio.sleep(PRICE_WINDOW)
+            changed = [feed for feed in self.feeds.values() if feed.price_changed and feed.watchers]
+            for feed in changed:
+                feed.price_changed = False
+            await asyncio.gather(*(self._send_price(feed) for feed in changed))
+
+    @staticmethod
+    async def _send_price(feed: Feed) -> None:
+        if feed.price is None:
+            return
+        try:
+            data = await feed.price()
+        except Exception:
+            logger.exception("price update failed")
+            feed.price_changed = True  # try again next window
+            return
+        text = _frame("PRICE_UPDATE", data)
+        for push in list(feed.watchers.values()):
+            push(text)
 
     # --- events -------------------------------------------------------------------------------
 
@@ -315,7 +380,7 @@ class Hub:
                     Event(
                         environment_id=str(message["environment"]),
                         sequence=int(message["sequence"]),
-                        type="",
+                        type=str(message.get("kind", "")),
                         data={},
                         text=str(message["text"]),
                     )

@@ -35,6 +35,7 @@ class Trade(models.Model):
         indexes = [
             models.Index(fields=["environment", "-sequence"]),
             models.Index(fields=["wallet", "created_at"]),
+            models.Index(fields=["environment", "created_at"]),
         ]
 
     def __str__(self) -> str:
@@ -49,3 +50,25 @@ class Trade(models.Model):
     def price(self) -> Decimal:
         """Average fill price in SOL per whole token, fees excluded."""
         return curve.average_price(self.sol_amount, self.token_amount)
+
+
+class VolumeMinute(models.Model):
+    """SOL traded in one environment during one minute (fees excluded), for the 24 h volume.
+
+    Written in the trade's transaction under the environment's lock, so a bucket is never
+    raced; the 24 h volume then sums at most 1,440 rows instead of every trade of the day.
+    """
+
+    environment = models.ForeignKey(
+        "environments.Environment", on_delete=models.CASCADE, related_name="volume_minutes"
+    )
+    minute = models.DateTimeField()
+    sol_amount = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "minute"], name="one_bucket_per_minute")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.environment_id} {self.minute:%Y-%m-%d %H:%M} {self.sol_amount}"

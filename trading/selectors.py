@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 
 from trading import curve
-from trading.models import Trade
+from trading.models import Trade, VolumeMinute
+
+VOLUME_WINDOW = timedelta(hours=24)
 
 
 def millis(moment: datetime) -> int:
@@ -46,3 +48,22 @@ def trades_page(environment_id: str, *, before: int | None, limit: int) -> Query
     if before is not None:
         trades = trades.filter(sequence__lt=before)
     return trades.order_by("-sequence")[:limit]
+
+
+def volume_24h(environment_id: str, *, now: datetime) -> int:
+    """Lamports traded (``solAmount``, fees excluded) in the 24 hours up to ``now``.
+
+    Whole minutes come from the per-minute buckets; the minute the window starts in is summed
+    from its trades, so a trade drops out exactly 24 hours after it happened.
+    """
+    start = now - VOLUME_WINDOW
+    edge = start.replace(second=0, microsecond=0)  # the minute the window starts in
+    whole = VolumeMinute.objects.filter(
+        environment_id=environment_id, minute__gt=edge, minute__lte=now
+    ).aggregate(total=Sum("sol_amount"))["total"]
+    partial = Trade.objects.filter(
+        environment_id=environment_id,
+        created_at__gt=start,
+        created_at__lt=edge + timedelta(minutes=1),
+    ).aggregate(total=Sum("sol_amount"))["total"]
+    return int(whole or 0) + int(partial or 0)

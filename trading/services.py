@@ -12,7 +12,7 @@ from funpump.errors import DomainError, ErrorCode
 from funpump.realtime import Event, Origin, publish_on_commit
 from trading import curve
 from trading.locks import lock_environment, lock_position
-from trading.models import Trade
+from trading.models import Trade, VolumeMinute
 from trading.selectors import trade_view
 
 
@@ -89,6 +89,11 @@ def trade_execute(
             virtual_sol_after=environment.virtual_sol_reserves,
             virtual_token_after=environment.virtual_token_reserves,
         )
+        bucket, _ = VolumeMinute.objects.get_or_create(
+            environment=environment, minute=trade.created_at.replace(second=0, microsecond=0)
+        )
+        bucket.sol_amount += trade.sol_amount
+        bucket.save(update_fields=["sol_amount"])
         publish_on_commit(
             Event(
                 environment_id=environment.id,
