@@ -251,3 +251,28 @@ async def test_the_rate_limit_counts_a_wallets_messages_on_every_server_process(
     assert heartbeat["type"] == "HEARTBEAT"
     await on_first.close()
     await on_second.close()
+
+
+async def test_a_price_subscriber_on_another_process_sees_the_trade(redis_url, daphne_server):
+    environment = await sync_to_async(environment_create)(name="Prices across processes")
+    first, second = await asyncio.gather(
+        sync_to_async(daphne_server)(), sync_to_async(daphne_server)()
+    )
+    key = SigningKey.generate()
+    trader = await signed_in_client(first, key)
+    watcher = FunPumpClient(second.ws, origin=ORIGIN)  # anonymous
+    await watcher.connect()
+    seen = Recorder(watcher)
+    subscription = {"mintAddress": environment.token_mint, "environmentId": environment.id}
+    snapshot = await watcher.request("SUBSCRIBE_PRICE", subscription)
+    assert snapshot["data"]["volume"] == "0"
+    await trader.join(environment.id, wallet_of(key))
+    reply = await trader.request(
+        "VIRTUAL_TRADE", {"environmentId": environment.id, "amount": "500000000", "isBuy": True}
+    )
+    await seen.wait_for(2, "PRICE_UPDATE")  # the snapshot, then the update
+    update = seen.of_type("PRICE_UPDATE")[-1]
+    assert update["data"]["volume"] == reply["data"]["trade"]["solAmount"]
+    assert update["data"]["price"] != snapshot["data"]["price"]
+    await trader.close()
+    await watcher.close()
