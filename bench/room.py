@@ -1,11 +1,13 @@
 """Room benchmark: one real daphne process, real sockets, numbers instead of assertions.
 
-Runs three bounded scenarios against ``/ws`` on 127.0.0.1 and prints a Markdown table (also
+Runs four bounded scenarios against ``/ws`` on 127.0.0.1 and prints a Markdown table (also
 written to ``.bench/room.md``):
 
 1. heartbeat: one anonymous client, 3,000 sequential ``HEARTBEAT`` round trips;
 2. broadcast fan-out: 200 signed-in listeners in one environment, one trader doing 100 buys;
-3. concurrent trading: 20 traders doing 50 random buys/sells each, all at once.
+3. concurrent trading: 20 traders doing 50 random buys/sells each, all at once;
+4. price fan-out: 1,000 anonymous ``SUBSCRIBE_PRICE`` subscribers of one environment, one
+   trader buying at 50 trades/s for 10 s; how fast every subscriber sees the final price.
 
 Server CPU comes from ``/proc/<daphne pid>/stat`` (all threads), latencies from the client's
 ``time.perf_counter()``. The client runs on the same machine, so it competes for the same cores.
@@ -19,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import decimal
 import itertools
 import json
 import math
 import os
 import platform
 import random
+import resource
 import socket
 import subprocess
 import sys
@@ -68,6 +72,14 @@ TRADERS = 20
 TRADES_EACH = 50
 CONNECT_CONCURRENCY = 50
 BIG_BALANCE = 10**15  # lamports: nobody runs out
+SUBSCRIBERS = 1000
+SUBSCRIBE_CHUNK = 100  # connections opened (and subscribed) in parallel
+PRICE_RATE = 50  # trades per second
+PRICE_SECONDS = 10
+PRICE_TRADES = PRICE_RATE * PRICE_SECONDS
+PRICE_AMOUNT = "100000000"  # 0.1 SOL per buy: 50 SOL in all, short of completing the curve
+FINAL_WAIT = 3.0  # seconds after the last trade's reply to wait for the final price
+FINAL_FAST = 0.2  # "saw the final price promptly" threshold, seconds
 
 Row = tuple[str, str, str]
 
@@ -336,6 +348,80 @@ async def wait_until(condition: Any, timeout: float) -> bool:
     return condition()
 
 
+class PriceSub:
+    """A raw anonymous websocket with one price subscription; records every PRICE_UPDATE."""
+
+    def __init__(self, socket_: Any, snapshot: dict[str, Any]) -> None:
+        self.ws = socket_
+        self.snapshot = snapshot
+        self.updates: list[tuple[float, str]] = []  # (perf_counter at receipt, price)
+        self.others: Counter[str] = Counter()
+        self.close_code: int | None = None
+        self.reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, url: str, mint: str, environment_id: str) -> PriceSub:
+        ws = await websockets.connect(url, max_size=2**22, open_timeout=30)
+        try:
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "SUBSCRIBE_PRICE",
+                        "requestId": "s",
+                        "data": {"mintAddress": mint, "environmentId": environment_id},
+                    }
+                )
+            )
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if reply.get("type") != "PRICE_UPDATE" or reply.get("requestId") != "s":
+                raise RuntimeError(f"unexpected subscription reply: {reply}")
+        except BaseException:
+            await ws.close()
+            raise
+        return cls(ws, reply["data"])
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                received = time.perf_counter()
+                message = json.loads(raw)
+                if message.get("type") == "PRICE_UPDATE":
+                    self.updates.append((received, message["data"]["price"]))
+                else:
+                    self.others[str(message.get("type"))] += 1
+        except websockets.ConnectionClosed as exc:
+            self.close_code = exc.rcvd.code if exc.rcvd is not None else None
+
+    def first_seen(self, price: str) -> float | None:
+        """When the first PRICE_UPDATE carrying ``price`` arrived."""
+        for received, seen in self.updates:
+            if seen == price:
+                return received
+        return None
+
+    def busiest_second(self) -> int:
+        """The most updates received within any 1 s."""
+        times = [received for received, _ in self.updates]
+        best, left = 0, 0
+        for right, now in enumerate(times):
+            while now - times[left] > 1.0:
+                left += 1
+            best = max(best, right - left + 1)
+        return best
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await asyncio.gather(self.reader, return_exceptions=True)
+
+
+async def in_chunks(coroutines: Iterable[Any], size: int) -> list[Any]:
+    """Run the coroutines ``size`` at a time, chunk after chunk; results in order."""
+    pending, results = list(coroutines), []
+    for start in range(0, len(pending), size):
+        results += await asyncio.gather(*pending[start : start + size])
+    return results
+
+
 # --- scenarios --------------------------------------------------------------------------------
 
 
@@ -517,6 +603,151 @@ async def concurrent(server: Daphne, environment_id: str, tokens: dict[str, str]
     return rows
 
 
+async def price_fanout(
+    server: Daphne, environment_id: str, mint: str, tokens: dict[str, str]
+) -> list[Row]:
+    name = "price fan-out"
+    [(wallet, token)] = tokens.items()
+    started = time.perf_counter()
+    subscribers: list[PriceSub] = await in_chunks(
+        (PriceSub.open(server.url, mint, environment_id) for _ in range(SUBSCRIBERS)),
+        SUBSCRIBE_CHUNK,
+    )
+    setup = time.perf_counter() - started
+    trader = await Conn.open(server.url, token)
+    await trader.join(environment_id, wallet)
+    # Opened now, subscribed only after the last trade: its snapshot is the final price.
+    late = await websockets.connect(server.url, max_size=2**22, open_timeout=30)
+    initial = {subscriber.snapshot["price"] for subscriber in subscribers}
+    await server.settle()
+
+    lateness: list[float] = []  # how far behind schedule each send went out
+    replies: list[tuple[float, float, dict[str, Any]] | BaseException] = []
+
+    async def trade() -> tuple[float, float, dict[str, Any]]:
+        return await trader.request(
+            "VIRTUAL_TRADE",
+            {"environmentId": environment_id, "amount": PRICE_AMOUNT, "isBuy": True},
+            timeout=20,
+        )
+
+    cpu0, start = server.cpu(), time.perf_counter()
+    tasks = []
+    for index in range(PRICE_TRADES):
+        due = start + index / PRICE_RATE
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        lateness.append(time.perf_counter() - due)
+        tasks.append(asyncio.create_task(trade()))
+    replies = await asyncio.gather(*tasks, return_exceptions=True)
+    trading_end = time.perf_counter()
+    trading_cpu = server.cpu() - cpu0
+
+    executed = [r for r in replies if not isinstance(r, BaseException)]
+    failures = Counter(type(r).__name__ for r in replies if isinstance(r, BaseException))
+    refusals = Counter(
+        reply["data"].get("code", reply["type"])
+        for _, _, reply in executed
+        if reply["type"] != "VIRTUAL_TRADE_EXECUTED"
+    )
+    done = [(s, r, reply) for s, r, reply in executed if reply["type"] == "VIRTUAL_TRADE_EXECUTED"]
+    last_reply = max((received for _, received, _ in executed), default=trading_end)
+    last = max(done, key=lambda item: int(item[2]["data"]["sequence"]), default=None)
+
+    await late.send(
+        json.dumps(
+            {
+                "type": "SUBSCRIBE_PRICE",
+                "requestId": "late",
+                "data": {"mintAddress": mint, "environmentId": environment_id},
+            }
+        )
+    )
+    snapshot = json.loads(await asyncio.wait_for(late.recv(), 20))
+    if snapshot.get("type") != "PRICE_UPDATE":
+        raise RuntimeError(f"unexpected late subscription reply: {snapshot}")
+    final = str(snapshot["data"]["price"])
+    await late.close()
+    reserves_price = ""
+    if last is not None:
+        reserves = last[2]["data"]["newReserves"]
+        reserves_price = format(
+            decimal.Decimal(reserves["sol"]) / (decimal.Decimal(reserves["token"]) * 1000), "f"
+        )
+
+    # Only buys: the final price is the last one a subscriber gets (a cheap check to poll).
+    all_seen = await wait_until(
+        lambda: all(sub.updates and sub.updates[-1][1] == final for sub in subscribers),
+        max(0.0, last_reply + FINAL_WAIT - time.perf_counter()),
+    )
+    wall, cpu = time.perf_counter() - start, server.cpu() - cpu0
+    deadline = last_reply + FINAL_WAIT
+
+    latencies = []
+    for subscriber in subscribers:
+        # The final price may come before the trader's own reply: count from the first frame.
+        seen = subscriber.first_seen(final)
+        if seen is not None and seen <= deadline:
+            latencies.append(seen - last_reply)
+    prompt = sum(1 for latency in latencies if latency <= FINAL_FAST)
+    early = sum(1 for latency in latencies if latency < 0)
+    frames = sum(len(subscriber.updates) for subscriber in subscribers)
+    trading_wall = trading_end - start
+    busiest = max((subscriber.busiest_second() for subscriber in subscribers), default=0)
+    dropped = Counter(sub.close_code for sub in subscribers if sub.reader.done())
+    others = sum((subscriber.others for subscriber in subscribers), Counter())
+    reply_times = [received - sent for sent, received, _ in done]
+
+    await bounded((sub.close() for sub in subscribers), limit=SUBSCRIBE_CHUNK)
+    await trader.close()
+    rows = [
+        (name, "subscribers", str(SUBSCRIBERS)),
+        (name, "setup (connect+subscribe) s", f"{setup:.2f}"),
+        (name, "trades executed", f"{len(done)}/{PRICE_TRADES} at {PRICE_RATE}/s"),
+        (
+            name,
+            "send lateness p99 / max ms",
+            f"{ms(percentile(lateness, 99))} / {ms(max(lateness))}",
+        ),
+        (name, "trade reply p50 ms", ms(percentile(reply_times, 50))),
+        (name, "trade reply p99 ms", ms(percentile(reply_times, 99))),
+        (name, "trading phase s (first send → last reply)", f"{trading_wall:.2f}"),
+        (name, "server cores used (trading phase)", f"{trading_cpu / trading_wall:.2f}"),
+        (name, "server cores used (incl. final wait)", f"{cpu / wall:.2f}"),
+        (name, "PRICE_UPDATE frames delivered", str(frames)),
+        (
+            name,
+            "PRICE_UPDATEs per subscriber per s (mean / busiest 1 s)",
+            f"{frames / SUBSCRIBERS / trading_wall:.2f} / {busiest}",
+        ),
+        (name, "final price (late snapshot / newReserves)", f"{final} / {reserves_price}"),
+        (name, "final price after last reply p50 ms", ms(percentile(latencies, 50))),
+        (name, "final price after last reply p99 ms", ms(percentile(latencies, 99))),
+        (name, "final price after last reply max ms", ms(max(latencies, default=math.nan))),
+        (
+            name,
+            f"saw final price within {FINAL_FAST * 1000:.0f} ms / {FINAL_WAIT:.0f} s",
+            f"{prompt}/{SUBSCRIBERS} / {len(latencies)}/{SUBSCRIBERS}",
+        ),
+    ]
+    if early:
+        rows.append((name, "saw final price before the trader's reply", str(early)))
+    if not all_seen:
+        rows.append((name, "never saw the final price", str(SUBSCRIBERS - len(latencies))))
+    if len(initial) != 1:
+        rows.append((name, "differing snapshot prices", repr(sorted(initial))))
+    if refusals:
+        rows.append((name, "refused trades", repr(dict(refusals))))
+    if failures:
+        rows.append((name, "failed trade requests", repr(dict(failures))))
+    if dropped:
+        rows.append((name, "subscribers disconnected early", repr(dict(dropped))))
+    if others:
+        rows.append((name, "other frames to subscribers", repr(dict(others))))
+    return rows
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
@@ -530,12 +761,15 @@ def table(header: str, rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def run_all(server: Daphne, fanout_env: str, trading_env: str) -> list[Row]:
+async def run_all(
+    server: Daphne, fanout_env: str, trading_env: str, price_env: tuple[str, str]
+) -> list[Row]:
     rows: list[Row] = []
     for label, scenario in (
         ("heartbeat", lambda: heartbeat(server)),
         ("fan-out", lambda: fanout(server, fanout_env, issue_tokens(LISTENERS + 1))),
         ("concurrent", lambda: concurrent(server, trading_env, issue_tokens(TRADERS))),
+        ("price fan-out", lambda: price_fanout(server, *price_env, issue_tokens(1))),
     ):
         print(f"… {label}", flush=True)
         started = time.perf_counter()
@@ -545,8 +779,18 @@ async def run_all(server: Daphne, fanout_env: str, trading_env: str) -> list[Row
     return rows
 
 
+def raise_file_limit(wanted: int) -> None:
+    """Allow ``wanted`` open files (up to the hard limit); the server subprocess inherits it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def main() -> None:
     OUT_DIR.mkdir(exist_ok=True)
+    # Both ends of every subscriber's socket live on this machine, the server's in the child.
+    raise_file_limit(SUBSCRIBERS + LISTENERS + 1024)
     check_migrated()
     header = (
         f"FunPump room bench: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, "
@@ -558,6 +802,8 @@ def main() -> None:
     constants = CurveConstants(starting_sol_balance=BIG_BALANCE)
     fanout_env = environment_create(name=f"bench fan-out {stamp}", constants=constants).id
     trading_env = environment_create(name=f"bench trading {stamp}", constants=constants).id
+    price = environment_create(name=f"bench prices {stamp}", constants=constants)
+    price_env = (price.id, price.token_mint)
     connections.close_all()  # the server writes next; hold no connection (nor SQLite lock)
 
     server = Daphne()
@@ -565,7 +811,7 @@ def main() -> None:
         server.start()
         print(f"daphne pid {server.pid} on 127.0.0.1:{server.port}, log {server.log}", flush=True)
         started = time.perf_counter()
-        rows = asyncio.run(run_all(server, fanout_env, trading_env))
+        rows = asyncio.run(run_all(server, fanout_env, trading_env, price_env))
         counts, samples = server.problems()
         rows.append(("server", "total wall s", f"{time.perf_counter() - started:.1f}"))
         rows.append(("server", "total CPU s", f"{server.cpu():.2f}"))
