@@ -142,6 +142,7 @@ class Feed:
     watchers: dict[str, Callable[[str], None]] = field(default_factory=dict)
     price: Callable[[], Awaitable[dict[str, Any]]] | None = None
     price_changed: bool = False
+    price_sent_at: float = float("-inf")  # loop time of the last PRICE_UPDATE push
     next_sequence: int | None = None
     pending: dict[int, Event] = field(default_factory=dict)
     gap_timer: asyncio.TimerHandle | None = None
@@ -321,15 +322,22 @@ class Hub:
             await self._drop_if_empty(environment_id, feed)
 
     async def _publish_prices(self) -> None:
+        # A fixed cadence (not sleep-after-work), so a window's work does not stretch the next.
+        next_window = self.loop.time()
         while True:
-            await asyncio.sleep(PRICE_WINDOW)
-            changed = [feed for feed in self.feeds.values() if feed.price_changed and feed.watchers]
+            next_window = max(next_window + PRICE_WINDOW, self.loop.time())
+            await asyncio.sleep(next_window - self.loop.time())
+            due = self.loop.time() - PRICE_WINDOW
+            changed = [
+                feed
+                for feed in self.feeds.values()
+                if feed.price_changed and feed.watchers and feed.price_sent_at <= due
+            ]
             for feed in changed:
                 feed.price_changed = False
             await asyncio.gather(*(self._send_price(feed) for feed in changed))
 
-    @staticmethod
-    async def _send_price(feed: Feed) -> None:
+    async def _send_price(self, feed: Feed) -> None:
         if feed.price is None:
             return
         try:
@@ -339,6 +347,7 @@ class Hub:
             feed.price_changed = True  # try again next window
             return
         text = _frame("PRICE_UPDATE", data)
+        feed.price_sent_at = self.loop.time()
         for push in list(feed.watchers.values()):
             push(text)
 
