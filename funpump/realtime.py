@@ -142,7 +142,7 @@ class Feed:
     watchers: dict[str, Callable[[str], None]] = field(default_factory=dict)
     price: Callable[[], Awaitable[dict[str, Any]]] | None = None
     price_changed: bool = False
-    price_sent_at: float = float("-inf")  # loop time of the last PRICE_UPDATE push
+    price_sent_at: float = float("-inf")  # the window (loop time) of the last PRICE_UPDATE
     next_sequence: int | None = None
     pending: dict[int, Event] = field(default_factory=dict)
     gap_timer: asyncio.TimerHandle | None = None
@@ -327,7 +327,8 @@ class Hub:
         while True:
             next_window = max(next_window + PRICE_WINDOW, self.loop.time())
             await asyncio.sleep(next_window - self.loop.time())
-            due = self.loop.time() - PRICE_WINDOW
+            # One update per environment per window: skip one whose last went out this window.
+            due = next_window - PRICE_WINDOW + 0.001
             changed = [
                 feed
                 for feed in self.feeds.values()
@@ -335,9 +336,9 @@ class Hub:
             ]
             for feed in changed:
                 feed.price_changed = False
-            await asyncio.gather(*(self._send_price(feed) for feed in changed))
+            await asyncio.gather(*(self._send_price(feed, next_window) for feed in changed))
 
-    async def _send_price(self, feed: Feed) -> None:
+    async def _send_price(self, feed: Feed, window: float) -> None:
         if feed.price is None:
             return
         try:
@@ -347,7 +348,7 @@ class Hub:
             feed.price_changed = True  # try again next window
             return
         text = _frame("PRICE_UPDATE", data)
-        feed.price_sent_at = self.loop.time()
+        feed.price_sent_at = window
         for push in list(feed.watchers.values()):
             push(text)
 
