@@ -14,7 +14,8 @@ ENVIRONMENT_ID_ALPHABET = "abcdefghijkmnopqrstuvwxyz23456789"
 
 # Ids become channel-layer group names (``env.<id>``): ASCII letters, digits, ``_ - .`` only.
 environment_id_validator = RegexValidator(
-    r"\A[A-Za-z0-9_.-]{1,64}\Z", "Use 1-64 ASCII letters, digits, '_', '-' or '.'."
+    r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z",
+    "Use 1-64 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit.",
 )
 
 

@@ -33,6 +33,7 @@ class Presence(Protocol):
     def refresh(self, entries: Iterable[tuple[str, str, str]]) -> None: ...
     def count(self, environment_id: str) -> int: ...
     def counts(self, environment_ids: list[str]) -> dict[str, int]: ...
+    def members(self, environment_id: str) -> set[str]: ...
 
 
 class LocalPresence:
@@ -63,6 +64,10 @@ class LocalPresence:
 
     def counts(self, environment_ids: list[str]) -> dict[str, int]:
         return {environment_id: self.count(environment_id) for environment_id in environment_ids}
+
+    def members(self, environment_id: str) -> set[str]:
+        with self._lock:
+            return set(self._entries.get(environment_id, {}).values())
 
 
 class RedisPresence:
@@ -140,6 +145,15 @@ class RedisPresence:
                 environment_id: len({w for e, _c, w in own if e == environment_id})
                 for environment_id in environment_ids
             }
+
+    def members(self, environment_id: str) -> set[str]:
+        """The distinct wallets (or other member names) present under ``environment_id``."""
+        key = self._key(environment_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(key, "-inf", time.time())
+        pipe.zrange(key, 0, -1)
+        members = pipe.execute()[1]
+        return {member.rsplit(b"|", 1)[1].decode() for member in members}
 
     def _shared_counts(self, environment_ids: list[str]) -> dict[str, int]:
         now = time.time()

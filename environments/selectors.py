@@ -11,6 +11,7 @@ from environments import presence
 from environments.models import ChatMessage, Environment, Position
 from funpump.errors import DomainError, ErrorCode
 from trading import curve
+from trading.market import market_snapshot
 from trading.selectors import millis, trade_view, trades_recent, volume_24h
 
 HISTORY_SIZE = 50
@@ -90,6 +91,8 @@ def environment_state(environment: Environment, position: Position) -> dict[str,
     state["chatHistory"] = [chat_view(message) for message in reversed(chat[:HISTORY_SIZE])]
     state["trades"] = [trade_view(trade) for trade in trades_recent(environment.id, upto=upto)]
     state["balance"] = balance_view(position)
+    market = market_snapshot(environment.token_mint)
+    state["marketPrice"] = market["price"] if market else None
     return state
 
 

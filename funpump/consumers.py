@@ -26,7 +26,8 @@ from funpump.auth import token_wallet, user_wallet
 from funpump.db import db_call
 from funpump.errors import DomainError, ErrorCode
 from funpump.ratelimit import Grant, message_limiter
-from funpump.realtime import PROCESS_ID, Hub, Origin
+from funpump.realtime import PROCESS_ID, Hub, Origin, market_key
+from trading.market import market_interest_add, market_interest_remove, market_snapshot
 from trading.services import trade_execute
 
 logger = logging.getLogger(__name__)
@@ -321,15 +322,23 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 "too many price subscriptions on one connection",
                 limit=settings.FUNPUMP_MAX_SUBSCRIPTIONS,
             )
+        if data.environmentId is None and settings.FUNPUMP_MARKET_FEED_URL:
+            # A real mint's market price, once the feed has seen it trade; asking for it is
+            # what makes the feed follow the mint.
+            mint = data.mintAddress
+            await db_call(market_interest_add)(mint=mint, connection=self.connection_id)
+            market = await db_call(market_snapshot)(mint)
+            if market is not None:
+                self.reply("PRICE_UPDATE", market, request_id)
+                await self._watch(key, market_key(mint))
+                await self.hub.watch_market(mint, self.connection_id, self.push, market)
+                return
         environment_id = await db_call(price_target)(
             mint=data.mintAddress, environment_id=data.environmentId
         )
         snapshot = await db_call(price_update)(environment_id=environment_id)
         self.reply("PRICE_UPDATE", snapshot, request_id)
-        previous = self.prices.get(key)
-        if previous is not None and previous != environment_id:
-            await self._unwatch(key)
-        self.prices[key] = environment_id
+        await self._watch(key, environment_id)
         await self.hub.watch_price(
             environment_id,
             self.connection_id,
@@ -337,15 +346,24 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             lambda: db_call(price_update)(environment_id=environment_id),
         )
 
+    async def _watch(self, key: tuple[str, str | None], feed: str) -> None:
+        previous = self.prices.get(key)
+        if previous is not None and previous != feed:
+            await self._unwatch(key)
+        self.prices[key] = feed
+
     async def on_unsubscribe_price(
         self, data: protocol.UnsubscribePriceData, request_id: str | None
     ) -> None:
         await self._unwatch((data.mintAddress, data.environmentId))
 
     async def _unwatch(self, key: tuple[str, str | None]) -> None:
-        environment_id = self.prices.pop(key, None)
-        if environment_id is not None and environment_id not in self.prices.values():
-            await self.hub.unwatch_price(environment_id, self.connection_id)
+        feed = self.prices.pop(key, None)
+        if feed is not None and feed not in self.prices.values():
+            await self.hub.unwatch_price(feed, self.connection_id)
+        mint, environment_id = key
+        if environment_id is None and settings.FUNPUMP_MARKET_FEED_URL:
+            await db_call(market_interest_remove)(mint=mint, connection=self.connection_id)
 
     async def _own_copy(self, delivered: asyncio.Future[None]) -> None:
         """Wait until the sender's copy of its broadcast is queued, so answers keep their order."""

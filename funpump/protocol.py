@@ -237,6 +237,9 @@ class EnvironmentState(EnvironmentSummary):
     chatHistory: list[ChatMessageView]
     trades: list[TradeView]
     balance: Balance
+    marketPrice: Price | None = Field(
+        default=None, description="The mint's market price from the feed; null when unknown."
+    )
 
 
 class PriceUpdate(_Out):
@@ -246,7 +249,9 @@ class PriceUpdate(_Out):
     price: Price
     volume: U64
     timestamp: Millis
-    environmentId: str
+    environmentId: str | None = Field(
+        default=None, description="The environment priced; absent for a market-feed price."
+    )
     marketCap: U64
 
 

@@ -39,6 +39,22 @@ def environment_group(environment_id: str) -> str:
     return f"env.{environment_id}"
 
 
+def market_key(mint: str) -> str:
+    """The feed key of a real mint's market price (environment ids never start with '_')."""
+    return f"_market.{mint}"
+
+
+async def publish_market(mint: str, data: dict[str, Any]) -> None:
+    """Send a market ``PRICE_UPDATE`` to every server process with subscribers of ``mint``."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    key = market_key(mint)
+    await layer.group_send(
+        environment_group(key), {"type": "market", "environment": key, "data": data}
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
     """The connection and request that caused an event: it gets the private copy."""
@@ -143,6 +159,7 @@ class Feed:
     price: Callable[[], Awaitable[dict[str, Any]]] | None = None
     price_changed: bool = False
     price_sent_at: float = float("-inf")  # the window (loop time) of the last PRICE_UPDATE
+    latest: dict[str, Any] | None = None  # a market feed's last update
     next_sequence: int | None = None
     pending: dict[int, Event] = field(default_factory=dict)
     gap_timer: asyncio.TimerHandle | None = None
@@ -315,6 +332,18 @@ class Hub:
         feed.watchers[connection] = push
         feed.price = price
 
+    async def watch_market(
+        self, mint: str, connection: str, push: Callable[[str], None], snapshot: dict[str, Any]
+    ) -> None:
+        """Like :meth:`watch_price`, for a real mint's price from the market feed."""
+        key = market_key(mint)
+
+        async def latest() -> dict[str, Any]:
+            feed = self.feeds.get(key)
+            return (feed.latest if feed else None) or snapshot
+
+        await self.watch_price(key, connection, push, latest)
+
     async def unwatch_price(self, environment_id: str, connection: str) -> None:
         feed = self.feeds.get(environment_id)
         if feed is not None:
@@ -382,6 +411,12 @@ class Hub:
                 await asyncio.sleep(1)
                 # Redis may have restarted empty: group memberships are gone with it.
                 await self._rejoin_groups()
+                continue
+            if message.get("type") == "market":
+                feed = self.feeds.get(str(message.get("environment")))
+                if feed is not None and isinstance(message.get("data"), dict):
+                    feed.latest = message["data"]
+                    feed.price_changed = True
                 continue
             if message.get("type") != "fanout" or message.get("process") == PROCESS_ID:
                 continue

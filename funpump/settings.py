@@ -142,6 +142,9 @@ FUNPUMP_IDLE_TIMEOUT = env.int("FUNPUMP_IDLE_TIMEOUT", default=90)
 FUNPUMP_MAX_MESSAGE_BYTES = env.int("FUNPUMP_MAX_MESSAGE_BYTES", default=64 * 1024)
 FUNPUMP_MAX_JOINED_ENVIRONMENTS = env.int("FUNPUMP_MAX_JOINED_ENVIRONMENTS", default=20)
 FUNPUMP_MAX_SUBSCRIPTIONS = env.int("FUNPUMP_MAX_SUBSCRIPTIONS", default=20)
+# Market prices of real mints (run_market_feed); unset: prices come from environments only.
+FUNPUMP_MARKET_FEED_URL = env.str("FUNPUMP_MARKET_FEED_URL", default="")
+FUNPUMP_MARKET_FEED_API_KEY = env.str("FUNPUMP_MARKET_FEED_API_KEY", default="")
 # Bytes waiting in server memory for a client that does not read, beyond the kernel's buffer.
 FUNPUMP_MAX_BUFFERED_BYTES = env.int("FUNPUMP_MAX_BUFFERED_BYTES", default=1024 * 1024)
 # /metrics is public in debug mode only; in production it needs this bearer token.
