@@ -122,3 +122,38 @@ async def test_the_feed_subscribes_skips_junk_survives_a_drop_and_resubscribes()
     assert updates[0]["volume"] == "2000000000"
     assert updates[1]["volume"] == "2250000000"  # the book survives the reconnection
     assert updates[1]["price"] != updates[0]["price"]
+
+
+@pytest.mark.asyncio
+async def test_the_feed_follows_interest_as_it_changes():
+    received: list[dict] = []
+    interest = {MINT}
+
+    async def replay(socket):
+        async for raw in socket:
+            received.append(json.loads(raw))
+
+    server = await serve(replay, "127.0.0.1", 0)
+    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    async def wanted() -> set[str]:
+        return set(interest)
+
+    async def publish(update: dict) -> None:
+        pass
+
+    feed = asyncio.create_task(run_feed(url, wanted=wanted, publish=publish, poll=0.02))
+    async with asyncio.timeout(5):
+        while not received:
+            await asyncio.sleep(0.01)
+        interest.clear()
+        interest.add(OTHER)
+        while len(received) < 3:
+            await asyncio.sleep(0.01)
+    feed.cancel()
+    server.close()
+    assert received == [
+        {"method": "subscribeTokenTrade", "keys": [MINT]},
+        {"method": "subscribeTokenTrade", "keys": [OTHER]},
+        {"method": "unsubscribeTokenTrade", "keys": [MINT]},
+    ]
