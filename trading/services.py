@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.db.models import F
 
 from environments.models import Position
 from environments.selectors import balance_view
@@ -89,11 +90,14 @@ def trade_execute(
             virtual_sol_after=environment.virtual_sol_reserves,
             virtual_token_after=environment.virtual_token_reserves,
         )
-        bucket, _ = VolumeMinute.objects.get_or_create(
-            environment=environment, minute=trade.created_at.replace(second=0, microsecond=0)
-        )
-        bucket.sol_amount += trade.sol_amount
-        bucket.save(update_fields=["sol_amount"])
+        # One UPDATE in the common case; the environment lock makes the first-of-the-minute
+        # INSERT race-free, so no savepoint is needed.
+        minute = trade.created_at.replace(second=0, microsecond=0)
+        bucket = VolumeMinute.objects.filter(environment=environment, minute=minute)
+        if not bucket.update(sol_amount=F("sol_amount") + trade.sol_amount):
+            VolumeMinute.objects.create(
+                environment=environment, minute=minute, sol_amount=trade.sol_amount
+            )
         publish_on_commit(
             Event(
                 environment_id=environment.id,
