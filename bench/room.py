@@ -180,7 +180,8 @@ class Daphne:
     def start(self) -> None:
         env = {
             **os.environ,
-            "DJANGO_DEBUG": "1",
+            # Production mode: debug mode records every SQL query and would inflate the CPU.
+            "DJANGO_DEBUG": "0",
             "DJANGO_SETTINGS_MODULE": "funpump.settings",
             "DATABASE_URL": database_url(),
             "REDIS_URL": settings.REDIS_URL,
