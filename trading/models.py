@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.db import models
+from django.db.models import Q
 
 from trading import curve
 
@@ -24,6 +25,7 @@ class Trade(models.Model):
     virtual_sol_after = models.PositiveBigIntegerField()
     virtual_token_after = models.PositiveBigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    settled_at = models.DateTimeField(null=True, blank=True, help_text="When rewards settled it.")
 
     class Meta:
         ordering = ["environment", "sequence"]
@@ -36,6 +38,9 @@ class Trade(models.Model):
             models.Index(fields=["environment", "-sequence"]),
             models.Index(fields=["wallet", "created_at"]),
             models.Index(fields=["environment", "created_at"]),
+            models.Index(
+                fields=["id"], condition=Q(settled_at__isnull=True), name="trade_unsettled_idx"
+            ),
         ]
 
     def __str__(self) -> str:
