@@ -16,7 +16,7 @@ from environments.models import ChatMessage, Environment, Position, environment_
 from environments.selectors import chat_view, environment_state
 from funpump.addresses import is_public_key
 from funpump.errors import DomainError, ErrorCode
-from funpump.realtime import Event, Origin, publish_on_commit
+from funpump.realtime import Event, Origin, publish_on_commit, rewards_key, touch_on_commit
 from trading import curve
 from trading.locks import lock_environment, lock_position
 
@@ -105,6 +105,8 @@ def environment_create(
         except ValidationError as exc:
             raise DomainError(ErrorCode.INVALID_MESSAGE, exc.messages[0]) from None
         fields["id"] = environment_id
+    if launched_by:
+        touch_on_commit(rewards_key(launched_by))  # one more launch: maybe a higher tier
     return Environment.objects.create(
         **fields,
         name=name,

@@ -26,7 +26,9 @@ from funpump.auth import token_wallet, user_wallet
 from funpump.db import db_call
 from funpump.errors import DomainError, ErrorCode
 from funpump.ratelimit import Grant, message_limiter
-from funpump.realtime import PROCESS_ID, Hub, Origin, market_key
+from funpump.realtime import PROCESS_ID, Hub, Origin, market_key, rewards_key
+from rewards.selectors import reward_view
+from rewards.services import claim_rewards
 from trading.market import market_interest_add, market_interest_remove, market_snapshot
 from trading.services import trade_execute
 
@@ -131,6 +133,8 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             writer.cancel()
         for key in list(getattr(self, "prices", {})):
             await self._unwatch(key)
+        if getattr(self, "watching_rewards", False) and self.wallet:
+            await self.hub.unwatch_price(rewards_key(self.wallet), self.connection_id)
         joined = list(getattr(self, "joined", ()))
         for environment_id in joined:
             await self.hub.leave(environment_id, self.connection_id)
@@ -365,6 +369,27 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if environment_id is None and settings.FUNPUMP_MARKET_FEED_URL:
             await db_call(market_interest_remove)(mint=mint, connection=self.connection_id)
 
+    async def on_subscribe_rewards(
+        self, data: protocol.SubscribeRewardsData, request_id: str | None
+    ) -> None:
+        wallet = self._require_wallet(data.userId)
+        self.reply("REWARD_UPDATE", await db_call(reward_view)(wallet), request_id)
+        self.watching_rewards = True
+        await self.hub.watch_price(
+            rewards_key(wallet),
+            self.connection_id,
+            self.push,
+            lambda: db_call(reward_view)(wallet),
+            kind="REWARD_UPDATE",
+        )
+
+    async def on_claim_rewards(
+        self, data: protocol.ClaimRewardsData, request_id: str | None
+    ) -> None:
+        wallet = self._require_wallet(data.userId)
+        await db_call(claim_rewards)(wallet=wallet)
+        self.reply("REWARD_UPDATE", await db_call(reward_view)(wallet), request_id)
+
     async def _own_copy(self, delivered: asyncio.Future[None]) -> None:
         """Wait until the sender's copy of its broadcast is queued, so answers keep their order."""
         try:
@@ -380,4 +405,6 @@ HANDLERS: dict[str, Handler] = {
     "CHAT_MESSAGE": RoomConsumer.on_chat,
     "SUBSCRIBE_PRICE": RoomConsumer.on_subscribe_price,
     "UNSUBSCRIBE_PRICE": RoomConsumer.on_unsubscribe_price,
+    "SUBSCRIBE_REWARDS": RoomConsumer.on_subscribe_rewards,
+    "CLAIM_REWARDS": RoomConsumer.on_claim_rewards,
 }

@@ -134,6 +134,18 @@ class UnsubscribePriceData(SubscribePriceData):
     """``UNSUBSCRIBE_PRICE``: stop the updates of a subscription (no reply)."""
 
 
+class SubscribeRewardsData(_Data):
+    """``SUBSCRIBE_REWARDS``: the wallet's ``REWARD_UPDATE`` now and whenever it changes."""
+
+    userId: Wallet
+
+
+class ClaimRewardsData(_Data):
+    """``CLAIM_REWARDS``: move the unclaimed rewards into a payout record."""
+
+    userId: Wallet
+
+
 CLIENT_MESSAGES: dict[str, type[_Data]] = {
     "HEARTBEAT": HeartbeatData,
     "JOIN_ENVIRONMENT": JoinEnvironmentData,
@@ -141,6 +153,8 @@ CLIENT_MESSAGES: dict[str, type[_Data]] = {
     "CHAT_MESSAGE": ChatMessageData,
     "SUBSCRIBE_PRICE": SubscribePriceData,
     "UNSUBSCRIBE_PRICE": UnsubscribePriceData,
+    "SUBSCRIBE_REWARDS": SubscribeRewardsData,
+    "CLAIM_REWARDS": ClaimRewardsData,
 }
 # Messages that may arrive without data (``{"type": "HEARTBEAT"}``).
 DATA_OPTIONAL = frozenset({"HEARTBEAT"})
@@ -255,6 +269,15 @@ class PriceUpdate(_Out):
     marketCap: U64
 
 
+class RewardUpdate(_Out):
+    """``REWARD_UPDATE``: the wallet's tier, unclaimed rewards (lamports) and totals."""
+
+    tier: str | None
+    unclaimedRewards: U64
+    totalLaunches: int
+    totalVolume: U64
+
+
 class ErrorData(_Out):
     """``ERROR``: the code says what went wrong; nothing was changed."""
 
@@ -269,6 +292,7 @@ SERVER_MESSAGES: dict[str, type[_Out]] = {
     "VIRTUAL_TRADE_EXECUTED": TradeExecuted,
     "CHAT_MESSAGE": ChatMessageView,
     "PRICE_UPDATE": PriceUpdate,
+    "REWARD_UPDATE": RewardUpdate,
     "ERROR": ErrorData,
 }
 

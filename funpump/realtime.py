@@ -44,6 +44,32 @@ def market_key(mint: str) -> str:
     return f"_market.{mint}"
 
 
+def rewards_key(wallet: str) -> str:
+    """The feed key of a wallet's rewards (environment ids never start with '_')."""
+    return f"_rewards.{wallet}"
+
+
+def touch_on_commit(key: str) -> None:
+    """After commit, tell every process that ``key``'s watchers should get a fresh update."""
+    transaction.on_commit(lambda: _touch(key))
+
+
+def _touch(key: str) -> None:
+    hub = Hub.instance
+    if hub is not None and hub.loop is not None and not hub.loop.is_closed():
+        hub.loop.call_soon_threadsafe(hub.touch_everywhere, key)
+        return
+    # No socket server in this process (settle_rewards, a WSGI worker): tell the others.
+    layer = get_channel_layer()
+    if layer is None or isinstance(layer, InMemoryChannelLayer):
+        return
+    message = {"type": "touch", "environment": key, "process": PROCESS_ID}
+    try:
+        async_to_sync(layer.group_send)(environment_group(key), message)
+    except Exception as exc:
+        logger.warning("could not announce a change of %s: %r", key, exc)
+
+
 async def publish_market(mint: str, data: dict[str, Any]) -> None:
     """Send a market ``PRICE_UPDATE`` to every server process with subscribers of ``mint``."""
     layer = get_channel_layer()
@@ -160,6 +186,7 @@ class Feed:
     price_changed: bool = False
     price_sent_at: float = float("-inf")  # the window (loop time) of the last PRICE_UPDATE
     latest: dict[str, Any] | None = None  # a market feed's last update
+    kind: str = "PRICE_UPDATE"  # the message type the watchers receive
     next_sequence: int | None = None
     pending: dict[int, Event] = field(default_factory=dict)
     gap_timer: asyncio.TimerHandle | None = None
@@ -229,7 +256,8 @@ class Hub:
         self.shared = self.layer is not None and not isinstance(self.layer, InMemoryChannelLayer)
         self.feeds: dict[str, Feed] = {}
         self.channel: str | None = None
-        self._outgoing: asyncio.Queue[Event] = asyncio.Queue()
+        # (group, message) pairs for the other processes, sent in order by one task.
+        self._outgoing: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
 
@@ -316,12 +344,25 @@ class Hub:
         feed.members.pop(connection, None)
         await self._drop_if_empty(environment_id, feed)
 
+    def touch_everywhere(self, key: str) -> None:
+        self.touch(key)
+        if self.shared:
+            message = {"type": "touch", "environment": key, "process": PROCESS_ID}
+            self._outgoing.put_nowait((environment_group(key), message))
+
+    def touch(self, key: str) -> None:
+        """Something ``key``'s watchers see changed: send them an update next window."""
+        feed = self.feeds.get(key)
+        if feed is not None:
+            feed.price_changed = True
+
     async def watch_price(
         self,
         environment_id: str,
         connection: str,
         push: Callable[[str], None],
         price: Callable[[], Awaitable[dict[str, Any]]],
+        kind: str = "PRICE_UPDATE",
     ) -> None:
         """Send ``connection`` a PRICE_UPDATE after trades, at most one per window.
 
@@ -331,6 +372,7 @@ class Hub:
         feed = await self._feed(environment_id)
         feed.watchers[connection] = push
         feed.price = price
+        feed.kind = kind
 
     async def watch_market(
         self, mint: str, connection: str, push: Callable[[str], None], snapshot: dict[str, Any]
@@ -376,7 +418,7 @@ class Hub:
             logger.exception("price update failed")
             feed.price_changed = True  # try again next window
             return
-        text = _frame("PRICE_UPDATE", data)
+        text = _frame(feed.kind, data)
         feed.price_sent_at = window
         for push in list(feed.watchers.values()):
             push(text)
@@ -387,7 +429,9 @@ class Hub:
         """An event committed in this process: deliver it here, then tell the other processes."""
         self._deliver(event)
         if self.shared:
-            self._outgoing.put_nowait(event)
+            self._outgoing.put_nowait(
+                (environment_group(event.environment_id), _layer_message(event))
+            )
 
     def _deliver(self, event: Event) -> None:
         feed = self.feeds.get(event.environment_id)
@@ -411,6 +455,10 @@ class Hub:
                 await asyncio.sleep(1)
                 # Redis may have restarted empty: group memberships are gone with it.
                 await self._rejoin_groups()
+                continue
+            if message.get("type") == "touch":
+                if message.get("process") != PROCESS_ID:
+                    self.touch(str(message.get("environment")))
                 continue
             if message.get("type") == "market":
                 feed = self.feeds.get(str(message.get("environment")))
@@ -436,12 +484,8 @@ class Hub:
     async def _publish(self) -> None:
         assert self.layer is not None
         while True:
-            event = await self._outgoing.get()
-            await self._layer_call(
-                self.layer.group_send(
-                    environment_group(event.environment_id), _layer_message(event)
-                )
-            )
+            group, message = await self._outgoing.get()
+            await self._layer_call(self.layer.group_send(group, message))
 
     async def _refresh_groups(self) -> None:
         while True:

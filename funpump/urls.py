@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView
 from environments.views import EnvironmentDetailView, EnvironmentListView, TradeListView
 from funpump import views
 from funpump.metrics import metrics_view
+from rewards.views import MyRewardsView
 
 urlpatterns = [
     path("", views.room, name="room"),
@@ -22,6 +23,7 @@ urlpatterns = [
         TradeListView.as_view(),
         name="environment-trades",
     ),
+    path("api/rewards/me", MyRewardsView.as_view(), name="rewards-me"),
     path("api/health", views.HealthView.as_view(), name="health"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/protocol.json", views.protocol_schema, name="protocol-schema"),

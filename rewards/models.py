@@ -73,3 +73,24 @@ class RewardEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount} to {self.wallet} ({self.kind})"
+
+
+class Claim(models.Model):
+    """A payout record: the unclaimed rewards a wallet claimed, to be paid by staff."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PAID = "paid"
+
+    wallet = models.CharField(max_length=44, db_index=True)
+    amount = models.PositiveBigIntegerField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="claim_not_empty")]
+
+    def __str__(self) -> str:
+        return f"{self.amount} to {self.wallet} ({self.status})"

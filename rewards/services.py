@@ -12,7 +12,9 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from environments.models import Environment
-from rewards.models import RewardAccount, RewardEntry, RewardTier, Settlement
+from funpump.errors import DomainError, ErrorCode
+from funpump.realtime import rewards_key, touch_on_commit
+from rewards.models import Claim, RewardAccount, RewardEntry, RewardTier, Settlement
 from trading.curve import BPS
 from trading.models import Trade
 
@@ -171,3 +173,18 @@ def _credit(earned: dict[str, int]) -> None:
     for account in accounts:
         account.unclaimed += earned[account.wallet]
         account.save(update_fields=["unclaimed", "updated_at"])
+        touch_on_commit(rewards_key(account.wallet))
+
+
+def claim_rewards(*, wallet: str) -> Claim:
+    """Move the wallet's unclaimed rewards into a pending payout record, in one transaction."""
+    with transaction.atomic():
+        account = RewardAccount.objects.select_for_update().filter(wallet=wallet).first()
+        if account is None or account.unclaimed == 0:
+            raise DomainError(ErrorCode.INSUFFICIENT_BALANCE, "no unclaimed rewards")
+        claim = Claim.objects.create(wallet=wallet, amount=account.unclaimed)
+        account.claimed += account.unclaimed
+        account.unclaimed = 0
+        account.save(update_fields=["claimed", "unclaimed", "updated_at"])
+        touch_on_commit(rewards_key(wallet))
+    return claim

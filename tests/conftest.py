@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from environments.services import CurveConstants, environment_create
 from funpump.asgi import application
 from funpump.auth import token_issue
 from funpump.client import wallet_of
+from rewards.models import RewardTier
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
@@ -110,3 +112,14 @@ async def _close_hub() -> Any:
     hub = Hub.instance
     if hub is not None and hub.loop is asyncio.get_running_loop():
         await hub.close()
+
+
+@pytest.fixture
+def published_tiers(transactional_db):
+    """The data migration's tiers: a transactional test's flush empties the table it filled."""
+    migration = importlib.import_module("rewards.migrations.0002_default_tiers")
+    for name, min_launches, min_volume, rate_bps in migration.DEFAULT_TIERS:
+        RewardTier.objects.get_or_create(
+            name=name,
+            defaults={"min_launches": min_launches, "min_volume": min_volume, "rate_bps": rate_bps},
+        )

@@ -10,7 +10,7 @@ from django.db.models import F
 from environments.models import Position
 from environments.selectors import balance_view
 from funpump.errors import DomainError, ErrorCode
-from funpump.realtime import Event, Origin, publish_on_commit
+from funpump.realtime import Event, Origin, publish_on_commit, rewards_key, touch_on_commit
 from trading import curve
 from trading.locks import lock_environment, lock_position
 from trading.models import Trade, VolumeMinute
@@ -98,6 +98,7 @@ def trade_execute(
             VolumeMinute.objects.create(
                 environment=environment, minute=minute, sol_amount=trade.sol_amount
             )
+        touch_on_commit(rewards_key(wallet))  # its volume, and so perhaps its tier, changed
         publish_on_commit(
             Event(
                 environment_id=environment.id,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import threading
 from io import StringIO
 
@@ -100,17 +99,6 @@ def test_running_twice_settles_nothing_twice_and_a_dry_run_writes_nothing():
     again = settle_rewards(run_by="staff")
     assert again.trades == 0
     assert RewardEntry.objects.count() == 6
-
-
-@pytest.fixture
-def published_tiers(transactional_db):
-    """The data migration's tiers: a transactional test's flush empties the table it filled."""
-    migration = importlib.import_module("rewards.migrations.0002_default_tiers")
-    for name, min_launches, min_volume, rate_bps in migration.DEFAULT_TIERS:
-        RewardTier.objects.get_or_create(
-            name=name,
-            defaults={"min_launches": min_launches, "min_volume": min_volume, "rate_bps": rate_bps},
-        )
 
 
 @pytest.mark.django_db(transaction=True)

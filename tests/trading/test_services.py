@@ -441,7 +441,7 @@ def test_trade_publishes_one_event_after_commit(
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         result = buy(joined, WALLET_A, SOL)
         assert dispatched == []  # nothing leaves before the commit
-    assert len(callbacks) == 1
+    assert len(callbacks) == 2  # the broadcast, and the trader's REWARD_UPDATE refresh
     assert len(dispatched) == 1
 
     event = dispatched[0]
