@@ -2,10 +2,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
-from rewards.models import RewardAccount, RewardEntry, RewardTier, Settlement
+from rewards.models import Claim, RewardAccount, RewardEntry, RewardTier, Settlement
+from rewards.services import claims_mark_paid
 
 
 @admin.register(RewardTier)
@@ -29,8 +33,13 @@ class ReadOnlyAdmin(admin.ModelAdmin[Any]):
 
 @admin.register(RewardAccount)
 class RewardAccountAdmin(ReadOnlyAdmin):
-    list_display = ("wallet", "unclaimed", "claimed", "updated_at")
+    list_display = ("wallet", "unclaimed", "claimed", "updated_at", "how_earned")
     search_fields = ("wallet",)
+
+    @admin.display(description="how it was earned")
+    def how_earned(self, account: RewardAccount) -> str:
+        url = reverse("admin:rewards_rewardentry_changelist") + f"?wallet={account.wallet}"
+        return format_html('<a href="{}">ledger entries</a>', url)
 
 
 @admin.register(Settlement)
@@ -46,3 +55,16 @@ class RewardEntryAdmin(ReadOnlyAdmin):
     list_filter = ("kind", "tier")
     search_fields = ("wallet", "trade__environment__id")
     list_select_related = ("trade", "settlement")
+
+
+@admin.register(Claim)
+class ClaimAdmin(ReadOnlyAdmin):
+    list_display = ("id", "wallet", "amount", "status", "created_at", "paid_at")
+    list_filter = ("status", "created_at")
+    search_fields = ("wallet",)
+    actions = ("mark_paid",)
+
+    @admin.action(description="Mark selected claims paid")
+    def mark_paid(self, request: HttpRequest, queryset: QuerySet[Claim]) -> None:
+        changed = claims_mark_paid(claim_ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"Marked {changed} claim(s) paid.", messages.SUCCESS)

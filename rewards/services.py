@@ -188,3 +188,17 @@ def claim_rewards(*, wallet: str) -> Claim:
         account.save(update_fields=["claimed", "unclaimed", "updated_at"])
         touch_on_commit(rewards_key(wallet))
     return claim
+
+
+def claims_mark_paid(*, claim_ids: list[int]) -> int:
+    """Staff paid these claims out: pending ones become paid; returns how many changed."""
+    with transaction.atomic():
+        claims = list(
+            Claim.objects.select_for_update().filter(pk__in=claim_ids, status=Claim.Status.PENDING)
+        )
+        now = timezone.now()
+        for claim in claims:
+            claim.status = Claim.Status.PAID
+            claim.paid_at = now
+            claim.save(update_fields=["status", "paid_at"])
+    return len(claims)
