@@ -260,6 +260,8 @@ class Hub:
         self._outgoing: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
+        self._stopping = False
+        self._receiver: asyncio.Task[None] | None = None
 
     @classmethod
     async def get(cls) -> Hub:
@@ -278,8 +280,9 @@ class Hub:
         if not self.shared:
             self._ready.set()
             return
+        self._receiver = self.loop.create_task(self._receive())
         self._tasks += [
-            self.loop.create_task(self._receive()),
+            self._receiver,
             self.loop.create_task(self._publish()),
             self.loop.create_task(self._refresh_groups()),
         ]
@@ -289,6 +292,16 @@ class Hub:
         with Hub._lock:
             if Hub.instance is self:
                 Hub.instance = None
+        self._stopping = True
+        receiver = self._receiver
+        if receiver is not None and self.layer is not None and self.channel is not None:
+            # Wake the receive loop with a message rather than cancelling it: a cancelled
+            # channels-redis receive can sit in its clean-up for as long as Redis's timeouts.
+            try:
+                await asyncio.wait_for(self.layer.send(self.channel, {"type": "hub.stop"}), 5)
+                await asyncio.wait([receiver], timeout=10)
+            except Exception as exc:
+                logger.warning("hub receive loop did not stop cleanly: %r", exc)
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -442,7 +455,7 @@ class Hub:
 
     async def _receive(self) -> None:
         assert self.layer is not None
-        while True:
+        while not self._stopping:
             try:
                 if self.channel is None:
                     self.channel = await self.layer.new_channel("hub.")
