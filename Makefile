@@ -51,6 +51,9 @@ test: lint typecheck pytest
 # Numbers, not assertions: prints a table (server CPU per message, latencies, trades/s).
 bench: demo $(VENV)/.dev
 	$(BIN)/python bench/room.py
+	$(BIN)/python bench/settlement.py $(SETTLE_TRADES)
+
+SETTLE_TRADES ?= 1000000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -155,6 +155,8 @@ def settle_rewards(
         if progress is not None:
             progress(summary)
     if settlement is not None:
+        for wallet in summary.wallets:  # once per run, not per batch: subscribers refresh
+            touch_on_commit(rewards_key(wallet))
         settlement.trades_settled = summary.trades
         settlement.total_paid = summary.total
         settlement.finished_at = timezone.now()
@@ -170,10 +172,12 @@ def _credit(earned: dict[str, int]) -> None:
     accounts = (
         RewardAccount.objects.select_for_update().filter(wallet__in=earned).order_by("wallet")
     )
-    for account in accounts:
+    now = timezone.now()
+    locked = list(accounts)
+    for account in locked:
         account.unclaimed += earned[account.wallet]
-        account.save(update_fields=["unclaimed", "updated_at"])
-        touch_on_commit(rewards_key(account.wallet))
+        account.updated_at = now
+    RewardAccount.objects.bulk_update(locked, ["unclaimed", "updated_at"], batch_size=1000)
 
 
 def claim_rewards(*, wallet: str) -> Claim:
