@@ -52,6 +52,7 @@ def main() -> None:
     wallets = [generate_mint() for _ in range(WALLETS)]
     started = time.perf_counter()
     with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = 0")  # bulk work, not a request
         # Trades with plausible fees, spread over WALLETS traders; sequences 1..count.
         cursor.execute(
             f"""
@@ -87,6 +88,8 @@ def main() -> None:
 
     # Leave the database as it was.
     with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL statement_timeout = 0")
         RewardEntry.objects.filter(trade__environment=environment).delete()
         Settlement.objects.filter(run_by="bench").delete()
         RewardAccount.objects.filter(wallet__in=[*wallets, environment.launched_by]).delete()
