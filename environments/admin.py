@@ -15,6 +15,7 @@ from environments.services import (
     environment_create,
     environment_set_open,
 )
+from funpump.admin import LedgerAdmin
 from funpump.errors import DomainError
 from trading import curve
 
@@ -128,20 +129,11 @@ class EnvironmentAdmin(admin.ModelAdmin[Environment]):
 
 
 @admin.register(Position)
-class PositionAdmin(admin.ModelAdmin[Position]):
+class PositionAdmin(LedgerAdmin):
     list_display = ("wallet", "environment", "sol_balance", "token_balance", "joined_at")
     list_filter = ("environment",)
     search_fields = ("wallet", "environment__id", "environment__name")
     list_select_related = ("environment",)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(ChatMessage)

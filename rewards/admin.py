@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from funpump.admin import LedgerAdmin
 from rewards.models import Claim, RewardAccount, RewardEntry, RewardTier, Settlement
 from rewards.services import claims_mark_paid
 
@@ -18,21 +17,8 @@ class RewardTierAdmin(admin.ModelAdmin[RewardTier]):
     ordering = ("min_launches", "min_volume")
 
 
-class ReadOnlyAdmin(admin.ModelAdmin[Any]):
-    """Ledgers: written only by the settlement and claim services."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(RewardAccount)
-class RewardAccountAdmin(ReadOnlyAdmin):
+class RewardAccountAdmin(LedgerAdmin):
     list_display = ("wallet", "unclaimed", "claimed", "updated_at", "how_earned")
     search_fields = ("wallet",)
 
@@ -43,14 +29,14 @@ class RewardAccountAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Settlement)
-class SettlementAdmin(ReadOnlyAdmin):
+class SettlementAdmin(LedgerAdmin):
     list_display = ("id", "started_at", "finished_at", "run_by", "trades_settled", "total_paid")
     list_filter = ("started_at",)
     search_fields = ("run_by",)
 
 
 @admin.register(RewardEntry)
-class RewardEntryAdmin(ReadOnlyAdmin):
+class RewardEntryAdmin(LedgerAdmin):
     list_display = ("id", "wallet", "kind", "amount", "tier", "rate_bps", "trade", "settlement")
     list_filter = ("kind", "tier")
     search_fields = ("wallet", "trade__environment__id")
@@ -58,7 +44,7 @@ class RewardEntryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Claim)
-class ClaimAdmin(ReadOnlyAdmin):
+class ClaimAdmin(LedgerAdmin):
     list_display = ("id", "wallet", "amount", "status", "created_at", "paid_at")
     list_filter = ("status", "created_at")
     search_fields = ("wallet",)

@@ -1,16 +1,14 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
+from funpump.admin import LedgerAdmin
 from trading import curve
 from trading.models import Trade
 
 
 @admin.register(Trade)
-class TradeAdmin(admin.ModelAdmin[Trade]):
+class TradeAdmin(LedgerAdmin):
     """The trade ledger: read-only."""
 
     list_display = (
@@ -34,12 +32,3 @@ class TradeAdmin(admin.ModelAdmin[Trade]):
     @admin.display(description="price (SOL/token)")
     def price_display(self, obj: Trade) -> str:
         return curve.format_price(obj.price)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
