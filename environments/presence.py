@@ -148,14 +148,13 @@ class RedisPresence:
 
     def members(self, environment_id: str) -> set[str]:
         """The distinct wallets (or other member names) present under ``environment_id``."""
-        key = self._key(environment_id)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.zremrangebyscore(key, "-inf", time.time())
-        pipe.zrange(key, 0, -1)
-        members = pipe.execute()[1]
-        return {member.rsplit(b"|", 1)[1].decode() for member in members}
+        return self._live_members([environment_id])[environment_id]
 
     def _shared_counts(self, environment_ids: list[str]) -> dict[str, int]:
+        return {key: len(members) for key, members in self._live_members(environment_ids).items()}
+
+    def _live_members(self, environment_ids: list[str]) -> dict[str, set[str]]:
+        """Drop expired entries, then read each key's distinct member names, in one round trip."""
         now = time.time()
         pipe = self._redis.pipeline(transaction=False)
         for environment_id in environment_ids:
@@ -163,11 +162,10 @@ class RedisPresence:
             pipe.zremrangebyscore(key, "-inf", now)
             pipe.zrange(key, 0, -1)
         replies = pipe.execute()
-        result = {}
-        for index, environment_id in enumerate(environment_ids):
-            members = replies[index * 2 + 1]
-            result[environment_id] = len({member.rsplit(b"|", 1)[1] for member in members})
-        return result
+        return {
+            environment_id: {entry.rsplit(b"|", 1)[1].decode() for entry in replies[index * 2 + 1]}
+            for index, environment_id in enumerate(environment_ids)
+        }
 
 
 @functools.cache
