@@ -26,11 +26,13 @@ from funpump.auth import token_wallet, user_wallet
 from funpump.db import db_call
 from funpump.errors import DomainError, ErrorCode
 from funpump.ratelimit import Grant, message_limiter
-from funpump.realtime import PROCESS_ID, Hub, Origin, market_key, rewards_key
+from funpump.realtime import PROCESS_ID, Hub, Origin, market_key, rewards_key, voice_key
 from rewards.selectors import reward_view
 from rewards.services import claim_rewards
 from trading.market import market_interest_add, market_interest_remove, market_snapshot
 from trading.services import trade_execute
+from voice.services import voice_session_end, voice_session_start
+from voice.session import SessionInfo, VoiceRunner
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,10 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.connection_id = f"{PROCESS_ID}.{next(_connection_ids)}"
         self.client_ip = (self.scope.get("client") or ["unknown"])[0]
         self.joined = set()
+        self.last_joined: str | None = None
+        self.voice: VoiceRunner | None = None
+        self.voice_expires = 0.0
+        self.voice_refused_at = float("-inf")
         self.prices: dict[tuple[str, str | None], str] = {}  # (mint, environmentId) → watched
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
         self.hub = await Hub.get()
@@ -135,6 +141,8 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self._unwatch(key)
         if getattr(self, "watching_rewards", False) and self.wallet:
             await self.hub.unwatch_price(rewards_key(self.wallet), self.connection_id)
+        if getattr(self, "voice", None) is not None:
+            await self._voice_stop(reason="disconnected")
         joined = list(getattr(self, "joined", ()))
         for environment_id in joined:
             await self.hub.leave(environment_id, self.connection_id)
@@ -171,7 +179,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         self.last_heard = time.monotonic()
         if text_data is None:
-            self.error(protocol.invalid("binary frames are only accepted in a voice session"), None)
+            self._voice_audio(bytes_data or b"")
             return
         try:
             request = protocol.decode_envelope(text_data)
@@ -290,6 +298,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self.hub.leave(environment_id, self.connection_id)
             raise
         self.joined.add(state["id"])
+        self.last_joined = state["id"]
         self.reply("ENVIRONMENT_STATE", state, request_id)
         self.hub.ready(environment_id, self.connection_id, state["sequence"])
 
@@ -390,6 +399,89 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await db_call(claim_rewards)(wallet=wallet)
         self.reply("REWARD_UPDATE", await db_call(reward_view)(wallet), request_id)
 
+    # --- voice ----------------------------------------------------------------------------------
+
+    async def on_voice_start(
+        self, data: protocol.VoiceSessionStartData, request_id: str | None
+    ) -> None:
+        wallet = self._require_wallet(data.userId)
+        if self.voice is not None:
+            await self._voice_stop(reason=None)  # the new session replaces it in the database
+        started = await db_call(voice_session_start)(
+            wallet=wallet,
+            language=data.preferredLanguage,
+            environment_id=data.environmentId or self.last_joined,
+        )
+        runner = VoiceRunner(
+            SessionInfo(started.id, wallet, started.environment_id), self.push, source="socket"
+        )
+        await runner.start()
+        self.voice = runner
+        self.voice_expires = time.time() + settings.FUNPUMP_VOICE_SESSION_TTL
+        await self.hub.listen(
+            voice_key(started.id),
+            self.connection_id,
+            lambda payload: self._voice_signal(started.id, payload),
+        )
+        self.reply("VOICE_SESSION_READY", protocol.VoiceSessionReady(**started.ready), request_id)
+
+    def _voice_session(self, session_id: str) -> VoiceRunner:
+        self._require_wallet()
+        if self.voice is None or self.voice.session.id != session_id:
+            raise protocol.invalid("no such voice session on this connection", field="sessionId")
+        return self.voice
+
+    async def on_voice_audio_end(
+        self, data: protocol.VoiceAudioEndData, request_id: str | None
+    ) -> None:
+        self._voice_session(data.sessionId).end_utterance()
+
+    async def on_voice_session_end(
+        self, data: protocol.VoiceSessionEndData, request_id: str | None
+    ) -> None:
+        self._voice_session(data.sessionId)
+        await self._voice_stop(reason="client")
+
+    def _voice_audio(self, pcm: bytes) -> None:
+        """A binary frame: audio of the connection's voice session."""
+        if self.voice is not None and time.time() >= self.voice_expires:
+            self.closing_voice = asyncio.ensure_future(self._voice_stop(reason="expired"))
+            self.error(protocol.invalid("the voice session expired; start a new one"), None)
+            return
+        if self.voice is None:
+            self.error(protocol.invalid("binary frames are only accepted in a voice session"), None)
+            return
+        try:
+            self.voice.audio(pcm)
+        except DomainError as exc:
+            # A flood gets one refusal a second, not one per frame.
+            now = time.monotonic()
+            if exc.code is not ErrorCode.RATE_LIMITED or now - self.voice_refused_at >= 1:
+                self.voice_refused_at = now
+                self.error(exc, None)
+
+    def _voice_signal(self, session_id: str, payload: dict[str, Any]) -> None:
+        """A signal for this connection's session: a frame from the voice agent, or its end."""
+        if self.voice is None or self.voice.session.id != session_id:
+            return
+        frame = payload.get("frame")
+        if isinstance(frame, str):
+            self.push(frame)
+        elif payload.get("ended"):
+            self.closing_voice = asyncio.ensure_future(self._voice_stop(reason=None))
+
+    async def _voice_stop(self, *, reason: str | None) -> None:
+        """Stop this connection's session; ``reason`` also ends it in the database."""
+        runner, self.voice = self.voice, None
+        if runner is None:
+            return
+        await self.hub.unlisten(voice_key(runner.session.id), self.connection_id)
+        await runner.close()
+        if reason is not None and self.wallet is not None:
+            await db_call(voice_session_end)(
+                session_id=runner.session.id, wallet=self.wallet, reason=reason
+            )
+
     async def _own_copy(self, delivered: asyncio.Future[None]) -> None:
         """Wait until the sender's copy of its broadcast is queued, so answers keep their order."""
         try:
@@ -407,4 +499,7 @@ HANDLERS: dict[str, Handler] = {
     "UNSUBSCRIBE_PRICE": RoomConsumer.on_unsubscribe_price,
     "SUBSCRIBE_REWARDS": RoomConsumer.on_subscribe_rewards,
     "CLAIM_REWARDS": RoomConsumer.on_claim_rewards,
+    "VOICE_SESSION_START": RoomConsumer.on_voice_start,
+    "VOICE_AUDIO_END": RoomConsumer.on_voice_audio_end,
+    "VOICE_SESSION_END": RoomConsumer.on_voice_session_end,
 }

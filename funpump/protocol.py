@@ -146,6 +146,46 @@ class ClaimRewardsData(_Data):
     userId: Wallet
 
 
+def _language(value: str) -> str:
+    # BCP-47 tags compare case-insensitively; en-US is the one language recognised.
+    if value.lower() not in SUPPORTED_LANGUAGES:
+        raise ValueError(f"unsupported language; supported: {', '.join(LANGUAGES)}")
+    return "en-US"
+
+
+LANGUAGES = ("en-US",)
+SUPPORTED_LANGUAGES = frozenset({"en-us", "en"})
+SessionId = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+
+
+class VoiceSessionStartData(_Data):
+    """``VOICE_SESSION_START``: open a voice session; answered by ``VOICE_SESSION_READY``.
+
+    A wallet has one session at a time: starting one ends the wallet's other session, on any
+    connection. Figures in answers come from ``environmentId`` (added), by default the
+    environment this connection joined last.
+    """
+
+    userId: Wallet
+    preferredLanguage: Annotated[
+        str, StringConstraints(min_length=1, max_length=35), AfterValidator(_language)
+    ] = Field(default="en-US", description="BCP-47; en-US is the one language supported.")
+    environmentId: EnvironmentId | None = None
+
+
+class VoiceAudioEndData(_Data):
+    """``VOICE_AUDIO_END``: the utterance sent as binary frames is over; answered by its final
+    ``VOICE_TRANSCRIPTION`` (then ``VOICE_COMMAND`` and ``VOICE_RESPONSE``)."""
+
+    sessionId: SessionId
+
+
+class VoiceSessionEndData(_Data):
+    """``VOICE_SESSION_END``: close the voice session (no reply)."""
+
+    sessionId: SessionId
+
+
 CLIENT_MESSAGES: dict[str, type[_Data]] = {
     "HEARTBEAT": HeartbeatData,
     "JOIN_ENVIRONMENT": JoinEnvironmentData,
@@ -155,6 +195,9 @@ CLIENT_MESSAGES: dict[str, type[_Data]] = {
     "UNSUBSCRIBE_PRICE": UnsubscribePriceData,
     "SUBSCRIBE_REWARDS": SubscribeRewardsData,
     "CLAIM_REWARDS": ClaimRewardsData,
+    "VOICE_SESSION_START": VoiceSessionStartData,
+    "VOICE_AUDIO_END": VoiceAudioEndData,
+    "VOICE_SESSION_END": VoiceSessionEndData,
 }
 # Messages that may arrive without data (``{"type": "HEARTBEAT"}``).
 DATA_OPTIONAL = frozenset({"HEARTBEAT"})
@@ -278,6 +321,56 @@ class RewardUpdate(_Out):
     totalVolume: U64
 
 
+class VoiceSessionReady(_Out):
+    """``VOICE_SESSION_READY``: the session, and a LiveKit token to send audio through its room.
+
+    The token (a JWT signed with ``LIVEKIT_API_SECRET``) names the wallet as identity and lets
+    it join only ``room`` and publish microphone audio, until ``expiresAt``. Audio may also come
+    as binary frames on this socket.
+    """
+
+    sessionId: str
+    liveKitToken: str
+    liveKitUrl: str
+    room: str
+    expiresAt: Millis
+
+
+class VoiceTranscription(_Out):
+    """``VOICE_TRANSCRIPTION``: the words heard so far (``isFinal`` false), then the utterance's
+    final words."""
+
+    text: str
+    isFinal: bool
+    sessionId: str
+
+
+class VoiceCommand(_Out):
+    """``VOICE_COMMAND``: what the final words ask for. Never executed by the server: the client
+    confirms it by sending the matching message."""
+
+    intent: Literal[
+        "EXECUTE_TRADE",
+        "LAUNCH_TOKEN",
+        "MARKET_ANALYSIS",
+        "JOIN_ENVIRONMENT",
+        "CHAT",
+        "GET_REWARDS",
+        "CLAIM_REWARDS",
+        "UNKNOWN",
+    ]
+    parameters: dict[str, str | bool]
+    confidence: Annotated[float, Field(ge=0, le=1)]
+    sessionId: str
+
+
+class VoiceResponse(_Out):
+    """``VOICE_RESPONSE``: the assistant's one-sentence answer, with live figures."""
+
+    text: str
+    sessionId: str
+
+
 class ErrorData(_Out):
     """``ERROR``: the code says what went wrong; nothing was changed."""
 
@@ -293,6 +386,10 @@ SERVER_MESSAGES: dict[str, type[_Out]] = {
     "CHAT_MESSAGE": ChatMessageView,
     "PRICE_UPDATE": PriceUpdate,
     "REWARD_UPDATE": RewardUpdate,
+    "VOICE_SESSION_READY": VoiceSessionReady,
+    "VOICE_TRANSCRIPTION": VoiceTranscription,
+    "VOICE_COMMAND": VoiceCommand,
+    "VOICE_RESPONSE": VoiceResponse,
     "ERROR": ErrorData,
 }
 

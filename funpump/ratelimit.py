@@ -112,9 +112,8 @@ class RedisLimiter:
 _limiters: dict[str, Limiter] = {}
 
 
-def message_limiter() -> Limiter:
-    """The limiter of ``FUNPUMP_RATE_LIMIT`` (built once per setting value)."""
-    rate = str(settings.FUNPUMP_RATE_LIMIT)
+def rate_limiter(rate: str) -> Limiter:
+    """A sliding-window limiter of ``rate`` ("count/seconds"), in Redis when it is configured."""
     key = f"{settings.REDIS_URL}|{rate}"
     limiter = _limiters.get(key)
     if limiter is None:
@@ -125,3 +124,8 @@ def message_limiter() -> Limiter:
             limiter = LocalLimiter(limit, window)
         _limiters[key] = limiter
     return limiter
+
+
+def message_limiter() -> Limiter:
+    """The limiter of ``FUNPUMP_RATE_LIMIT`` (built once per setting value)."""
+    return rate_limiter(str(settings.FUNPUMP_RATE_LIMIT))

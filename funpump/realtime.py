@@ -49,6 +49,45 @@ def rewards_key(wallet: str) -> str:
     return f"_rewards.{wallet}"
 
 
+def voice_key(session_id: str) -> str:
+    """The feed key of a voice session: its recognition results and control signals."""
+    return f"_voice.{session_id}"
+
+
+def signal_on_commit(key: str, payload: dict[str, Any]) -> None:
+    """After commit, hand ``payload`` to whoever listens on ``key``, in any process."""
+    transaction.on_commit(lambda: _signal_from_thread(key, payload))
+
+
+def _signal_from_thread(key: str, payload: dict[str, Any]) -> None:
+    hub = Hub.instance
+    if hub is not None and hub.loop is not None and not hub.loop.is_closed():
+        hub.loop.call_soon_threadsafe(hub.signal_everywhere, key, payload)
+        return
+    layer = get_channel_layer()
+    if layer is None or isinstance(layer, InMemoryChannelLayer):
+        return
+    try:
+        async_to_sync(layer.group_send)(environment_group(key), _signal_message(key, payload))
+    except Exception as exc:
+        logger.warning("could not signal %s: %r", key, exc)
+
+
+async def signal(key: str, payload: dict[str, Any]) -> None:
+    """Hand ``payload`` to whoever listens on ``key``, in this process or another one."""
+    hub = Hub.instance
+    if hub is not None and hub.loop is asyncio.get_running_loop():
+        hub.signal_everywhere(key, payload)
+        return
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(environment_group(key), _signal_message(key, payload))
+
+
+def _signal_message(key: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "signal", "environment": key, "payload": payload, "process": PROCESS_ID}
+
+
 def touch_on_commit(key: str) -> None:
     """After commit, tell every process that ``key``'s watchers should get a fresh update."""
     transaction.on_commit(lambda: _touch(key))
@@ -182,6 +221,8 @@ class Feed:
     members: dict[str, Member] = field(default_factory=dict)
     # Price subscribers: connection → push. They get coalesced PRICE_UPDATEs, not events.
     watchers: dict[str, Callable[[str], None]] = field(default_factory=dict)
+    # Signal listeners: connection → callback, each signal handed over as it comes.
+    listeners: dict[str, Callable[[dict[str, Any]], None]] = field(default_factory=dict)
     price: Callable[[], Awaitable[dict[str, Any]]] | None = None
     price_changed: bool = False
     price_sent_at: float = float("-inf")  # the window (loop time) of the last PRICE_UPDATE
@@ -193,7 +234,7 @@ class Feed:
 
     @property
     def empty(self) -> bool:
-        return not self.members and not self.watchers
+        return not self.members and not self.watchers and not self.listeners
 
     def offer(self, event: Event, loop: asyncio.AbstractEventLoop) -> None:
         if event.type == "VIRTUAL_TRADE_EXECUTED":
@@ -405,6 +446,32 @@ class Hub:
             feed.watchers.pop(connection, None)
             await self._drop_if_empty(environment_id, feed)
 
+    async def listen(
+        self, key: str, connection: str, callback: Callable[[dict[str, Any]], None]
+    ) -> None:
+        """Hand ``connection`` every signal sent to ``key`` (see :func:`signal`)."""
+        feed = await self._feed(key)
+        feed.listeners[connection] = callback
+
+    async def unlisten(self, key: str, connection: str) -> None:
+        feed = self.feeds.get(key)
+        if feed is not None:
+            feed.listeners.pop(connection, None)
+            await self._drop_if_empty(key, feed)
+
+    def signal_everywhere(self, key: str, payload: dict[str, Any]) -> None:
+        self._signal(key, payload)
+        if self.shared:
+            self._outgoing.put_nowait((environment_group(key), _signal_message(key, payload)))
+
+    def _signal(self, key: str, payload: dict[str, Any]) -> None:
+        feed = self.feeds.get(key)
+        for callback in list(feed.listeners.values()) if feed else ():
+            try:
+                callback(payload)
+            except Exception:
+                logger.exception("signal listener of %s failed", key)
+
     async def _publish_prices(self) -> None:
         # A fixed cadence (not sleep-after-work), so a window's work does not stretch the next.
         next_window = self.loop.time()
@@ -472,6 +539,12 @@ class Hub:
             if message.get("type") == "touch":
                 if message.get("process") != PROCESS_ID:
                     self.touch(str(message.get("environment")))
+                continue
+            if message.get("type") == "signal":
+                if message.get("process") != PROCESS_ID and isinstance(
+                    message.get("payload"), dict
+                ):
+                    self._signal(str(message.get("environment")), message["payload"])
                 continue
             if message.get("type") == "market":
                 feed = self.feeds.get(str(message.get("environment")))

@@ -153,7 +153,18 @@ FUNPUMP_METRICS_TOKEN = env.str("FUNPUMP_METRICS_TOKEN", default="")
 # --- LiveKit (voice) ------------------------------------------------------------------------
 LIVEKIT_URL = env.str("LIVEKIT_URL", default="ws://127.0.0.1:7880")
 LIVEKIT_API_KEY = env.str("LIVEKIT_API_KEY", default="devkey")
-LIVEKIT_API_SECRET = env.str("LIVEKIT_API_SECRET", default="")
+# Debug mode signs tokens with a development secret; production needs the real one for voice.
+LIVEKIT_API_SECRET = env.str(
+    "LIVEKIT_API_SECRET", default="funpump-development-livekit-secret" if DEBUG else ""
+)
+FUNPUMP_VOICE_SESSION_TTL = env.int("FUNPUMP_VOICE_SESSION_TTL", default=600)  # seconds
+FUNPUMP_VOICE_COMMAND_LIMITS = env.list(
+    "FUNPUMP_VOICE_COMMAND_LIMITS", default=["20/60", "1000/86400"]
+)  # recognised commands per wallet: 20 a minute, 1,000 a day
+# Audio a session may send, in seconds of speech per second (with a burst of BURST seconds):
+# more than real time is fine (a recorded clip), a flood that only burns CPU is not.
+FUNPUMP_VOICE_AUDIO_RATE = env.float("FUNPUMP_VOICE_AUDIO_RATE", default=2.0)
+FUNPUMP_VOICE_AUDIO_BURST = env.float("FUNPUMP_VOICE_AUDIO_BURST", default=30.0)
 
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -1,0 +1,141 @@
+"""From a stream of audio to recognition events: utterances, interim and final transcripts.
+
+:class:`Listener` is the part every audio path shares (socket frames and the LiveKit agent). It
+takes 16 kHz mono PCM16 in chunks of any size, finds speech with WebRTC's voice activity
+detector, feeds the speech (with a short pre-roll, so a word's first sound is not lost) to one
+recognition stream, and reports:
+
+* :class:`Interim` while an utterance is being heard, at most every ``INTERIM_EVERY`` seconds of
+  audio and only when the words changed;
+* :class:`Final` at the end of the utterance: after ``END_SILENCE`` seconds without speech, when
+  the client says the utterance ended (``VOICE_AUDIO_END``), or when it reaches
+  ``MAX_UTTERANCE`` seconds (the contract's 10 s cut).
+
+A listener is synchronous and not thread-safe: the session runs it on one worker at a time, so
+recognition never blocks the event loop. Its buffers are bounded by the utterance limit.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import webrtcvad
+
+from voice.engines import BYTES_PER_SECOND, RecognitionStream, Transcript
+
+FRAME_SECONDS = 0.03  # WebRTC VAD takes 10, 20 or 30 ms frames
+FRAME_BYTES = int(BYTES_PER_SECOND * FRAME_SECONDS)
+PRE_ROLL = 0.3  # seconds of audio kept from before speech was detected
+START_SPEECH = 0.09  # seconds of voiced frames (within the pre-roll) that start an utterance
+END_SILENCE = 0.27  # seconds of silence that end one
+INTERIM_EVERY = 0.3  # seconds of audio between interim results
+MAX_UTTERANCE = 10.0  # the contract's limit: an utterance is cut and finalised here
+VAD_AGGRESSIVENESS = 2  # 0 (keeps most) .. 3 (drops most non-speech)
+
+
+@dataclass(frozen=True, slots=True)
+class Interim:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    transcript: Transcript
+    seconds: float  # how much audio the utterance held
+    reason: str  # "silence", "end" (VOICE_AUDIO_END) or "limit"
+
+
+Result = Interim | Final
+
+
+class Listener:
+    """Voice activity detection and utterance boundaries over one recognition stream."""
+
+    def __init__(
+        self,
+        stream: RecognitionStream,
+        *,
+        end_silence: float = END_SILENCE,
+        max_utterance: float = MAX_UTTERANCE,
+    ) -> None:
+        self.stream = stream
+        self.vad = webrtcvad.Vad(VAD_AGGRESSIVENESS)
+        self.pending = b""  # less than one VAD frame, waiting for the rest
+        self.pre_roll: deque[tuple[bytes, bool]] = deque(maxlen=round(PRE_ROLL / FRAME_SECONDS))
+        self.end_frames = max(1, round(end_silence / FRAME_SECONDS))
+        self.max_frames = round(max_utterance / FRAME_SECONDS)
+        self.start_frames = max(1, round(START_SPEECH / FRAME_SECONDS))
+        self.interim_frames = max(1, round(INTERIM_EVERY / FRAME_SECONDS))
+        self.in_speech = False
+        self.frames = 0  # frames of the current utterance
+        self.silent = 0  # consecutive unvoiced frames at its end
+        self.finals = 0  # finals since the client's last VOICE_AUDIO_END
+        self.last_interim = ""
+
+    def feed(self, pcm: bytes) -> list[Result]:
+        """Take audio; return what it completed (interim texts, finals)."""
+        results: list[Result] = []
+        data = self.pending + pcm
+        usable = len(data) - len(data) % FRAME_BYTES
+        self.pending = data[usable:]
+        for start in range(0, usable, FRAME_BYTES):
+            self._frame(data[start : start + FRAME_BYTES], results)
+        return results
+
+    def end(self) -> list[Result]:
+        """The client ended the utterance (``VOICE_AUDIO_END``): finalise what was heard.
+
+        One final answers each ``VOICE_AUDIO_END``: if silence already ended the utterance,
+        that final was the answer; if nothing was said at all, the final is empty.
+        """
+        results: list[Result] = []
+        if self.pending and self.in_speech:
+            self._feed_stream(self.pending + bytes(FRAME_BYTES - len(self.pending)), results)
+        self.pending = b""
+        if self.in_speech:
+            self._finish("end", results)
+        elif self.finals == 0:
+            results.append(Final(Transcript("", 0.0), 0.0, "end"))
+        self.pre_roll.clear()
+        self.finals = 0
+        return results
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def _frame(self, frame: bytes, results: list[Result]) -> None:
+        voiced = self.vad.is_speech(frame, 16_000)
+        if not self.in_speech:
+            self.pre_roll.append((frame, voiced))
+            if sum(1 for _, v in self.pre_roll if v) < self.start_frames:
+                return
+            self.in_speech = True
+            self.frames = self.silent = 0
+            for earlier, _ in self.pre_roll:
+                self._feed_stream(earlier, results)
+            self.pre_roll.clear()
+            return
+        self._feed_stream(frame, results)
+        self.silent = 0 if voiced else self.silent + 1
+        if self.silent >= self.end_frames:
+            self._finish("silence", results)
+        elif self.frames >= self.max_frames:
+            self._finish("limit", results)
+
+    def _feed_stream(self, frame: bytes, results: list[Result]) -> None:
+        self.frames += 1
+        self.stream.accept(frame)
+        if self.frames % self.interim_frames == 0:
+            text = self.stream.partial()
+            if text and text != self.last_interim:
+                self.last_interim = text
+                results.append(Interim(text))
+
+    def _finish(self, reason: str, results: list[Result]) -> None:
+        transcript = self.stream.finish()
+        results.append(Final(transcript, round(self.frames * FRAME_SECONDS, 2), reason))
+        self.in_speech = False
+        self.frames = self.silent = 0
+        self.last_interim = ""
+        self.finals += 1

@@ -1,0 +1,235 @@
+"""One voice session at work: audio in, recognition on a worker thread, messages out.
+
+Both audio paths use :class:`VoiceRunner`: the socket consumer feeds it binary frames, the
+LiveKit agent feeds it the user's microphone track. The runner queues audio, runs the
+session's :class:`~voice.pipeline.Listener` on a worker thread (recognition never blocks the
+event loop) one step at a time (results keep their order), and turns results into messages:
+``VOICE_TRANSCRIPTION`` (interim, then final), ``VOICE_COMMAND`` and ``VOICE_RESPONSE``, each
+carrying ``sessionId``, handed to ``deliver`` as encoded frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from django.conf import settings
+from pydantic import BaseModel
+
+from funpump import protocol
+from funpump.db import db_call
+from funpump.errors import DomainError, ErrorCode
+from funpump.ratelimit import rate_limiter
+from voice.engines import BYTES_PER_SECOND, default_engine
+from voice.intents import parse_command
+from voice.pipeline import Final, Interim, Listener, Result
+from voice.selectors import voice_answer
+from voice.services import voice_command_record
+
+logger = logging.getLogger(__name__)
+
+QUEUE_LIMIT = 256  # queued audio chunks per session before the sender is told to slow down
+
+# Recognition threads: enough to use every core, shared by all sessions of the process.
+_executor = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="voice")
+
+Deliver = Callable[[str], Awaitable[None] | None]
+_END = object()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    id: str
+    wallet: str
+    environment_id: str | None
+
+
+class AudioBudget:
+    """A token bucket of audio seconds: ``rate`` seconds of audio per second, ``burst`` ahead."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.level = burst
+        self.at = time.monotonic()
+
+    def take(self, seconds: float) -> bool:
+        now = time.monotonic()
+        self.level = min(self.burst, self.level + (now - self.at) * self.rate)
+        self.at = now
+        if seconds > self.level:
+            return False
+        self.level -= seconds
+        return True
+
+
+class VoiceRunner:
+    """Recognition for one session; ``deliver`` gets every outgoing frame, in order."""
+
+    def __init__(self, session: SessionInfo, deliver: Deliver, *, source: str) -> None:
+        self.session = session
+        self.deliver = deliver
+        self.source = source
+        self.queue: asyncio.Queue[bytes | object] = asyncio.Queue(maxsize=QUEUE_LIMIT)
+        self.budget = AudioBudget(
+            settings.FUNPUMP_VOICE_AUDIO_RATE, settings.FUNPUMP_VOICE_AUDIO_BURST
+        )
+        self.listener: Listener | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.busy = False
+
+    async def start(self) -> None:
+        """Open the session's recognition stream (off the event loop) and start listening."""
+        loop = asyncio.get_running_loop()
+        stream = await loop.run_in_executor(_executor, default_engine().open)
+        self.listener = Listener(stream)
+        self.task = asyncio.create_task(self._run())
+
+    def audio(self, pcm: bytes) -> None:
+        """Take PCM16 audio; refuse what is malformed or more than the session may send."""
+        if len(pcm) % 2:
+            raise protocol.invalid("audio frames hold whole 16-bit samples (an even byte count)")
+        if not self.budget.take(len(pcm) / BYTES_PER_SECOND):
+            raise DomainError(
+                ErrorCode.RATE_LIMITED,
+                "audio arrives faster than it can be listened to",
+                {"sessionId": self.session.id, "retryAfterMs": 1000},
+            )
+        try:
+            self.queue.put_nowait(pcm)
+        except asyncio.QueueFull:
+            raise DomainError(
+                ErrorCode.RATE_LIMITED,
+                "audio is queued faster than it is recognised",
+                {"sessionId": self.session.id, "retryAfterMs": 1000},
+            ) from None
+
+    def end_utterance(self) -> None:
+        """``VOICE_AUDIO_END``: the current utterance is over."""
+        try:
+            self.queue.put_nowait(_END)
+        except asyncio.QueueFull:
+            raise DomainError(
+                ErrorCode.RATE_LIMITED,
+                "audio is queued faster than it is recognised",
+                {"sessionId": self.session.id, "retryAfterMs": 1000},
+            ) from None
+
+    async def close(self) -> None:
+        """Stop listening; what is still queued is dropped."""
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            await asyncio.get_running_loop().run_in_executor(_executor, listener.close)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self.listener is not None
+        listener = self.listener
+        while True:
+            item = await self.queue.get()
+            self.busy = True
+            try:
+                if item is _END:
+                    results = await loop.run_in_executor(_executor, listener.end)
+                else:
+                    assert isinstance(item, bytes)
+                    results = await loop.run_in_executor(_executor, listener.feed, item)
+                for result in results:
+                    await self._emit(result)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("voice recognition failed in session %s", self.session.id)
+                await self._send_error(DomainError(ErrorCode.INTERNAL_ERROR, "internal error"))
+            finally:
+                self.busy = False
+
+    async def _emit(self, result: Result) -> None:
+        session_id = self.session.id
+        if isinstance(result, Interim):
+            await self._send(
+                "VOICE_TRANSCRIPTION",
+                protocol.VoiceTranscription(text=result.text, isFinal=False, sessionId=session_id),
+            )
+            return
+        assert isinstance(result, Final)
+        text = result.transcript.text
+        await self._send(
+            "VOICE_TRANSCRIPTION",
+            protocol.VoiceTranscription(text=text, isFinal=True, sessionId=session_id),
+        )
+        command = parse_command(text, heard=result.transcript.confidence)
+        if command.intent != "UNKNOWN":
+            refused = await self._over_limit()
+            if refused is not None:
+                await self._send_error(refused)
+                return
+        await db_call(voice_command_record)(
+            session_id=session_id,
+            text=text,
+            command=command,
+            seconds=result.seconds,
+            source=self.source,
+        )
+        answer = await db_call(voice_answer)(
+            wallet=self.session.wallet, environment_id=self.session.environment_id, command=command
+        )
+        await self._send(
+            "VOICE_COMMAND",
+            protocol.VoiceCommand(
+                intent=command.intent,  # type: ignore[arg-type]
+                parameters=command.parameters,
+                confidence=command.confidence,
+                sessionId=session_id,
+            ),
+        )
+        await self._send(
+            "VOICE_RESPONSE", protocol.VoiceResponse(text=answer, sessionId=session_id)
+        )
+        logger.info(
+            "voice command",
+            extra={
+                "event": "voice",
+                "wallet": self.session.wallet,
+                "session": session_id,
+                "intent": command.intent,
+                "confidence": command.confidence,
+                "reason": result.reason,
+            },
+        )
+
+    async def _over_limit(self) -> DomainError | None:
+        """Count one recognised command against the wallet's voice limits."""
+        for rate in settings.FUNPUMP_VOICE_COMMAND_LIMITS:
+            key = f"voice-commands-{rate.replace('/', '-')}:{self.session.wallet}"
+            try:
+                grant = await rate_limiter(rate).acquire(key)
+            except Exception:
+                logger.exception("voice limiter unavailable; letting a command through")
+                continue
+            if not grant.granted:
+                return DomainError(
+                    ErrorCode.RATE_LIMITED,
+                    f"at most {rate.replace('/', ' voice commands per ')} seconds",
+                    {"retryAfterMs": grant.retry_after_ms, "sessionId": self.session.id},
+                )
+        return None
+
+    async def _send(self, message_type: str, data: BaseModel) -> None:
+        sent = self.deliver(protocol.encode(message_type, data, None))
+        if sent is not None:
+            await sent
+
+    async def _send_error(self, error: DomainError) -> None:
+        sent = self.deliver(protocol.error_frame(error, None))
+        if sent is not None:
+            await sent
