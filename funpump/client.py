@@ -188,6 +188,13 @@ class FunPumpClient:
             self.joined[environment_id] = user_id
         return reply
 
+    async def send_audio(self, pcm: bytes, frame_bytes: int = 3200) -> None:
+        """Send voice audio (16 kHz mono PCM16) as binary frames, 100 ms each by default."""
+        if self._socket is None:
+            raise ConnectionError("not connected")
+        for start in range(0, len(pcm), frame_bytes):
+            await self._socket.send(pcm[start : start + frame_bytes])
+
     async def _send_frame(self, message_type: str, data: Any, request_id: str | None) -> None:
         if self._socket is None:
             raise ConnectionError("not connected")

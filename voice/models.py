@@ -23,6 +23,7 @@ class VoiceSession(models.Model):
         REPLACED = "replaced", "replaced by a newer session"
         DISCONNECTED = "disconnected", "connection closed"
         EXPIRED = "expired", "token expired"
+        ADMIN = "admin", "ended by an operator"
 
     id = models.CharField(primary_key=True, max_length=32, default=new_session_id)
     wallet = models.CharField(max_length=44, db_index=True)

@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import jwt
 import pytest
 from django.conf import settings
 from livekit import api
@@ -64,7 +65,7 @@ async def test_session_ready_carries_a_livekit_token_for_this_wallet_and_room_on
     lifetime = session.expires_at - session.started_at
     assert timedelta(seconds=settings.FUNPUMP_VOICE_SESSION_TTL - 5) < lifetime
     assert lifetime <= timedelta(seconds=settings.FUNPUMP_VOICE_SESSION_TTL + 5)
-    with pytest.raises(Exception):  # a token signed with another secret is refused
+    with pytest.raises(jwt.InvalidSignatureError):  # another secret's check fails
         api.TokenVerifier(settings.LIVEKIT_API_KEY, "x" * 40).verify(ready["liveKitToken"])
     await socket.disconnect()
 
@@ -91,4 +92,127 @@ async def test_spoken_buy_is_transcribed_recognised_and_quoted_not_executed(alic
     assert environment.sequence == 0  # nothing was traded
     heard = await VoiceCommand.objects.aget(session_id=ready["sessionId"])
     assert heard.intent == "EXECUTE_TRADE" and heard.source == "socket"
+    await socket.disconnect()
+
+
+async def expect_error(socket, frame: dict[str, Any], code: str) -> dict[str, Any]:
+    reply = await ask(socket, frame)
+    assert reply["type"] == "ERROR" and reply["data"]["code"] == code, reply
+    return reply["data"]
+
+
+async def test_voice_needs_the_signed_in_wallet_and_a_supported_language(alice, bob):
+    anonymous = await open_socket()
+    start_alice = {"type": "VOICE_SESSION_START", "data": {"userId": alice.address}}
+    await expect_error(anonymous, start_alice, "UNAUTHORIZED")
+    socket = await open_socket(bob)
+    await expect_error(socket, start_alice, "UNAUTHORIZED")
+    french = {"userId": bob.address, "preferredLanguage": "fr-FR"}
+    error = await expect_error(
+        socket, {"type": "VOICE_SESSION_START", "data": french}, "INVALID_MESSAGE"
+    )
+    assert error["details"]["errors"][0]["field"] == "preferredLanguage"
+    lost = {"userId": bob.address, "environmentId": "nowhere"}
+    await expect_error(
+        socket, {"type": "VOICE_SESSION_START", "data": lost}, "ENVIRONMENT_NOT_FOUND"
+    )
+    assert not await VoiceSession.objects.aexists()
+    ready = await start(socket, bob, preferredLanguage="en-us")
+    assert (await VoiceSession.objects.aget(pk=ready["sessionId"])).language == "en-US"
+    await anonymous.disconnect()
+    await socket.disconnect()
+
+
+async def test_audio_is_refused_outside_a_session_and_when_malformed(alice):
+    socket = await open_socket(alice)
+    await socket.send_to(bytes_data=silence(0.1))
+    reply = json.loads(await socket.receive_from(timeout=5))
+    assert reply["data"]["code"] == "INVALID_MESSAGE"
+    ready = await start(socket, alice)
+    await socket.send_to(bytes_data=b"\x00\x01\x02")  # not whole 16-bit samples
+    reply = json.loads(await socket.receive_from(timeout=5))
+    assert reply["data"]["code"] == "INVALID_MESSAGE"
+    other = {"type": "VOICE_AUDIO_END", "data": {"sessionId": "vs_someone_else"}}
+    await expect_error(socket, other, "INVALID_MESSAGE")
+    end = {"type": "VOICE_SESSION_END", "data": {"sessionId": ready["sessionId"]}}
+    await socket.send_to(text_data=json.dumps(end))
+    assert await socket.receive_nothing(timeout=0.5)  # no reply to the end
+    session = await VoiceSession.objects.aget(pk=ready["sessionId"])
+    assert session.ended_at is not None and session.end_reason == "client"
+    await socket.send_to(bytes_data=silence(0.1))
+    reply = json.loads(await socket.receive_from(timeout=5))
+    assert reply["data"]["code"] == "INVALID_MESSAGE"
+    await socket.disconnect()
+
+
+async def test_one_session_per_wallet_across_connections(alice):
+    first = await open_socket(alice)
+    second = await open_socket(alice)
+    old = await start(first, alice)
+    new = await start(second, alice)
+    assert old["sessionId"] != new["sessionId"] and old["room"] != new["room"]
+    replaced = await VoiceSession.objects.aget(pk=old["sessionId"])
+    assert replaced.end_reason == "replaced"
+    assert await VoiceSession.objects.filter(wallet=alice.address, ended_at=None).acount() == 1
+    await first.receive_nothing(timeout=0.3)  # the end reaches the first connection
+    await first.send_to(bytes_data=silence(0.1))
+    reply = json.loads(await first.receive_from(timeout=5))
+    assert reply["data"]["code"] == "INVALID_MESSAGE"
+    await second.disconnect()
+    assert (await VoiceSession.objects.aget(pk=new["sessionId"])).end_reason == "disconnected"
+    await first.disconnect()
+
+
+async def test_silence_then_audio_end_gets_an_empty_final_and_no_command(alice):
+    socket = await open_socket(alice)
+    ready = await start(socket, alice)
+    await socket.send_to(bytes_data=silence(0.5))
+    end = {"type": "VOICE_AUDIO_END", "data": {"sessionId": ready["sessionId"]}}
+    await socket.send_to(text_data=json.dumps(end))
+    final = json.loads(await socket.receive_from(timeout=10))
+    assert final["data"] == {"text": "", "isFinal": True, "sessionId": ready["sessionId"]}
+    command = json.loads(await socket.receive_from(timeout=10))
+    assert command["data"]["intent"] == "UNKNOWN" and command["data"]["confidence"] <= 0.3
+    response = json.loads(await socket.receive_from(timeout=10))
+    assert response["type"] == "VOICE_RESPONSE"
+    await socket.disconnect()
+
+
+async def test_interim_words_come_before_the_final_and_silence_ends_the_utterance(alice):
+    socket = await open_socket(alice)
+    ready = await start(socket, alice)
+    # No VOICE_AUDIO_END: the server hears the silence after the words and ends by itself.
+    messages = await say(socket, ready["sessionId"], "launch a token called moon rocket", end=False)
+    transcripts = [m["data"] for m in messages if m["type"] == "VOICE_TRANSCRIPTION"]
+    assert [t["isFinal"] for t in transcripts] == [False] * (len(transcripts) - 1) + [True]
+    assert len(transcripts) >= 2, transcripts
+    assert transcripts[-1]["text"] == "launch a token called moon rocket"
+    command = messages[-2]["data"]
+    assert command["intent"] == "LAUNCH_TOKEN"
+    assert command["parameters"] == {"tokenName": "moon rocket"}
+    await socket.disconnect()
+
+
+async def test_recognised_commands_are_limited_per_wallet(alice, settings):
+    settings.FUNPUMP_VOICE_COMMAND_LIMITS = ["1/60"]
+    socket = await open_socket(alice)
+    ready = await start(socket, alice)
+    first = await say(socket, ready["sessionId"], "check my rewards")
+    assert first[-2]["data"]["intent"] == "GET_REWARDS"
+    second = await say(socket, ready["sessionId"], "check my rewards")
+    assert second[-2]["data"]["isFinal"] is True  # the words are still shown
+    assert second[-1]["type"] == "ERROR" and second[-1]["data"]["code"] == "RATE_LIMITED"
+    assert second[-1]["data"]["details"]["retryAfterMs"] > 0
+    await socket.disconnect()
+
+
+async def test_an_audio_flood_is_refused_once_a_second(alice, settings):
+    settings.FUNPUMP_VOICE_AUDIO_BURST = 1.0
+    socket = await open_socket(alice)
+    await start(socket, alice)
+    for frame in chunks(silence(3.0)):
+        await socket.send_to(bytes_data=frame)
+    replies = [json.loads(await socket.receive_from(timeout=5))]
+    assert replies[0]["data"]["code"] == "RATE_LIMITED"
+    assert await socket.receive_nothing(timeout=0.3)  # one refusal, not one per frame
     await socket.disconnect()
