@@ -80,6 +80,8 @@ def _quote(environment: Environment, wallet: str, parameters: dict[str, str | bo
     try:
         if parameters["isBuy"]:
             spend = int(str(parameters["amount"]))
+            if position is not None and spend > position.sol_balance:
+                return f"You have only {sol(position.sol_balance)} to spend."
             fill = state.buy(spend)
             cost = fill.sol_amount + fill.fee
             return (

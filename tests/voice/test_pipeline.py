@@ -1,0 +1,82 @@
+"""The listener: voice activity, utterance ends, interim results, the 10 s cut."""
+
+from __future__ import annotations
+
+from tests.voice.speech import chunks, silence, speak
+from voice.engines import Transcript
+from voice.pipeline import Final, Interim, Listener
+
+
+class Recorder:
+    """A recognition stream that remembers the audio it was given."""
+
+    def __init__(self) -> None:
+        self.audio = b""
+        self.utterances: list[bytes] = []
+
+    def accept(self, pcm: bytes) -> None:
+        self.audio += pcm
+
+    def partial(self) -> str:
+        return f"{len(self.audio)} bytes"
+
+    def finish(self) -> Transcript:
+        self.utterances.append(self.audio)
+        self.audio = b""
+        return Transcript(f"utterance {len(self.utterances)}", 0.9)
+
+    def close(self) -> None:
+        pass
+
+
+def listen(listener: Listener, pcm: bytes) -> list[Interim | Final]:
+    results: list[Interim | Final] = []
+    for frame in chunks(pcm, 1000):  # sizes that do not line up with the VAD's frames
+        results += listener.feed(frame)
+    return results
+
+
+def test_silence_is_not_an_utterance():
+    stream = Recorder()
+    listener = Listener(stream)
+    assert listen(listener, silence(3)) == []
+    assert stream.utterances == [] and stream.audio == b""
+
+
+def test_two_sentences_with_a_pause_are_two_utterances_with_interims_first():
+    stream = Recorder()
+    listener = Listener(stream)
+    speech = speak("buy two sol")
+    results = listen(listener, silence(0.5) + speech + silence(1) + speech + silence(1))
+    finals = [result for result in results if isinstance(result, Final)]
+    assert [final.reason for final in finals] == ["silence", "silence"]
+    assert isinstance(results[0], Interim)
+    first_final = results.index(finals[0])
+    assert all(isinstance(result, Interim) for result in results[:first_final])
+    # Each utterance holds the speech (with its pre-roll) and not the long silences.
+    for utterance in stream.utterances:
+        assert 0.8 * len(speech) <= len(utterance) <= len(speech) + 32_000 * 0.7
+    assert listener.end() == []  # silence already answered the turn
+
+
+def test_an_utterance_is_cut_at_ten_seconds():
+    stream = Recorder()
+    listener = Listener(stream)
+    talk = speak(" ".join(["seven hundred and seventy seven"] * 12), speed=220)
+    assert len(talk) > 32_000 * 11
+    results = listen(listener, talk)
+    finals = [result for result in results if isinstance(result, Final)]
+    assert finals and finals[0].reason == "limit"
+    assert 9.9 <= finals[0].seconds <= 10.0
+    assert len(stream.utterances[0]) <= 32_000 * 10
+
+
+def test_audio_end_finalises_what_was_heard_and_answers_an_empty_turn():
+    stream = Recorder()
+    listener = Listener(stream)
+    words = speak("sell one thousand tokens")
+    assert listen(listener, silence(0.3) + words[: len(words) // 2]) != []  # cut mid-word
+    [final] = listener.end()
+    assert final.reason == "end" and final.transcript.text == "utterance 1"
+    [empty] = listener.end()  # nothing said since: an empty final answers it
+    assert empty.transcript == Transcript("", 0.0)
