@@ -6,6 +6,8 @@ quote, for the client to confirm by sending the matching message. Nothing is exe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from django.utils import timezone
@@ -16,6 +18,7 @@ from trading import curve
 from trading.curve import LAMPORTS_PER_SOL, RAW_PER_TOKEN, CurveError
 from trading.selectors import volume_24h
 from voice.intents import Command
+from voice.models import VoiceSession
 
 NO_ENVIRONMENT = "Join an environment first, then ask again."
 
@@ -115,3 +118,24 @@ def _rewards(wallet: str, *, claim: bool) -> str:
         return f"Claim {sol(unclaimed)} of rewards? Confirm to claim."
     tier = view["tier"] or "no tier yet"
     return f"You are {tier} with {sol(unclaimed)} unclaimed."
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSession:
+    """What the agent needs of an open voice session."""
+
+    id: str
+    wallet: str
+    room: str
+    environment_id: str | None
+    expires_at: datetime
+
+
+def open_sessions(*, now: datetime) -> list[OpenSession]:
+    """Sessions neither ended nor expired at ``now``, oldest first."""
+    rows = (
+        VoiceSession.objects.filter(ended_at__isnull=True, expires_at__gt=now)
+        .order_by("started_at")
+        .values_list("id", "wallet", "room", "environment_id", "expires_at")
+    )
+    return [OpenSession(*row) for row in rows]

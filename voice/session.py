@@ -81,13 +81,10 @@ class VoiceRunner:
         )
         self.listener: Listener | None = None
         self.task: asyncio.Task[None] | None = None
-        self.busy = False
 
     async def start(self) -> None:
-        """Open the session's recognition stream (off the event loop) and start listening."""
-        loop = asyncio.get_running_loop()
-        stream = await loop.run_in_executor(_executor, default_engine().open)
-        self.listener = Listener(stream)
+        """Start listening. The recognition stream opens with the first audio: a session whose
+        audio comes through LiveKit never opens one here."""
         self.task = asyncio.create_task(self._run())
 
     def audio(self, pcm: bytes) -> None:
@@ -132,12 +129,13 @@ class VoiceRunner:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        assert self.listener is not None
-        listener = self.listener
         while True:
             item = await self.queue.get()
-            self.busy = True
             try:
+                if self.listener is None:
+                    stream = await loop.run_in_executor(_executor, default_engine().open)
+                    self.listener = Listener(stream)
+                listener = self.listener
                 if item is _END:
                     results = await loop.run_in_executor(_executor, listener.end)
                 else:
@@ -150,8 +148,6 @@ class VoiceRunner:
             except Exception:
                 logger.exception("voice recognition failed in session %s", self.session.id)
                 await self._send_error(DomainError(ErrorCode.INTERNAL_ERROR, "internal error"))
-            finally:
-                self.busy = False
 
     async def _emit(self, result: Result) -> None:
         session_id = self.session.id

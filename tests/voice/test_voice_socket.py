@@ -31,9 +31,11 @@ async def start(socket, wallet: Wallet, **extra: Any) -> dict[str, Any]:
     return reply["data"]
 
 
-async def say(socket, session_id: str, text: str, *, end: bool = True) -> list[dict[str, Any]]:
+async def say(
+    socket, session_id: str, text: str, *, end: bool = True, pause: float = 0.2, **voice: Any
+) -> list[dict[str, Any]]:
     """Speak ``text`` into the session; return every message up to its VOICE_RESPONSE."""
-    for frame in chunks(silence(0.3) + speak(text) + silence(0.2)):
+    for frame in chunks(silence(0.3) + speak(text, **voice) + silence(pause)):
         await socket.send_to(bytes_data=frame)
     if end:
         await socket.send_to(
@@ -182,7 +184,15 @@ async def test_interim_words_come_before_the_final_and_silence_ends_the_utteranc
     socket = await open_socket(alice)
     ready = await start(socket, alice)
     # No VOICE_AUDIO_END: the server hears the silence after the words and ends by itself.
-    messages = await say(socket, ready["sessionId"], "launch a token called moon rocket", end=False)
+    messages = await say(
+        socket,
+        ready["sessionId"],
+        "launch a token called moon rocket",
+        end=False,
+        pause=0.8,
+        voice="slt",
+        engine="flite",
+    )
     transcripts = [m["data"] for m in messages if m["type"] == "VOICE_TRANSCRIPTION"]
     assert [t["isFinal"] for t in transcripts] == [False] * (len(transcripts) - 1) + [True]
     assert len(transcripts) >= 2, transcripts
