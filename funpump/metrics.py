@@ -19,6 +19,16 @@ TRADE_SECONDS = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 
+VOICE_COMMANDS = Counter(
+    "funpump_voice_commands_total", "Final voice transcripts, by recognised intent.", ["intent"]
+)
+VOICE_AUDIO_SECONDS = Counter("funpump_voice_audio_seconds_total", "Seconds of speech heard.")
+VOICE_FINAL_SECONDS = Histogram(
+    "funpump_voice_final_seconds",
+    "Time to finish recognising an utterance once its end was found, seconds.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6),
+)
+
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """The metrics, in the clear only in debug mode or with ``FUNPUMP_METRICS_TOKEN``."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from pydantic import BaseModel
 
-from funpump import protocol
+from funpump import metrics, protocol
 from funpump.db import db_call
 from funpump.errors import DomainError, ErrorCode
 from funpump.ratelimit import rate_limiter
@@ -136,11 +136,14 @@ class VoiceRunner:
                     stream = await loop.run_in_executor(_executor, default_engine().open)
                     self.listener = Listener(stream)
                 listener = self.listener
+                started = time.perf_counter()
                 if item is _END:
                     results = await loop.run_in_executor(_executor, listener.end)
                 else:
                     assert isinstance(item, bytes)
                     results = await loop.run_in_executor(_executor, listener.feed, item)
+                if any(isinstance(result, Final) for result in results):
+                    metrics.VOICE_FINAL_SECONDS.observe(time.perf_counter() - started)
                 for result in results:
                     await self._emit(result)
             except asyncio.CancelledError:
@@ -164,6 +167,8 @@ class VoiceRunner:
             protocol.VoiceTranscription(text=text, isFinal=True, sessionId=session_id),
         )
         command = parse_command(text, heard=result.transcript.confidence)
+        metrics.VOICE_COMMANDS.labels(command.intent).inc()
+        metrics.VOICE_AUDIO_SECONDS.inc(result.seconds)
         if command.intent != "UNKNOWN":
             refused = await self._over_limit()
             if refused is not None:

@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings
 from livekit import api
 
+from funpump import metrics
 from tests.conftest import Wallet, open_socket
 from tests.voice.speech import chunks, silence, speak
 from voice.livekit import livekit_secret
@@ -79,6 +80,7 @@ async def test_spoken_buy_is_transcribed_recognised_and_quoted_not_executed(alic
         "type"
     ] == "ENVIRONMENT_STATE"
     ready = await start(socket, alice)
+    trades_heard = metrics.VOICE_COMMANDS.labels("EXECUTE_TRADE")._value.get()
     messages = await say(socket, ready["sessionId"], "buy two sol")
     kinds = [m["type"] for m in messages]
     assert kinds[-3:] == ["VOICE_TRANSCRIPTION", "VOICE_COMMAND", "VOICE_RESPONSE"], kinds
@@ -94,6 +96,7 @@ async def test_spoken_buy_is_transcribed_recognised_and_quoted_not_executed(alic
     assert environment.sequence == 0  # nothing was traded
     heard = await VoiceCommand.objects.aget(session_id=ready["sessionId"])
     assert heard.intent == "EXECUTE_TRADE" and heard.source == "socket"
+    assert metrics.VOICE_COMMANDS.labels("EXECUTE_TRADE")._value.get() == trades_heard + 1
     await socket.disconnect()
 
 
