@@ -92,30 +92,22 @@ class VoiceRunner:
         if len(pcm) % 2:
             raise protocol.invalid("audio frames hold whole 16-bit samples (an even byte count)")
         if not self.budget.take(len(pcm) / BYTES_PER_SECOND):
-            raise DomainError(
-                ErrorCode.RATE_LIMITED,
-                "audio arrives faster than it can be listened to",
-                {"sessionId": self.session.id, "retryAfterMs": 1000},
-            )
-        try:
-            self.queue.put_nowait(pcm)
-        except asyncio.QueueFull:
-            raise DomainError(
-                ErrorCode.RATE_LIMITED,
-                "audio is queued faster than it is recognised",
-                {"sessionId": self.session.id, "retryAfterMs": 1000},
-            ) from None
+            raise self._too_fast("audio arrives faster than it can be listened to")
+        self._enqueue(pcm)
 
     def end_utterance(self) -> None:
         """``VOICE_AUDIO_END``: the current utterance is over."""
+        self._enqueue(_END)
+
+    def _enqueue(self, item: bytes | object) -> None:
         try:
-            self.queue.put_nowait(_END)
+            self.queue.put_nowait(item)
         except asyncio.QueueFull:
-            raise DomainError(
-                ErrorCode.RATE_LIMITED,
-                "audio is queued faster than it is recognised",
-                {"sessionId": self.session.id, "retryAfterMs": 1000},
-            ) from None
+            raise self._too_fast("audio is queued faster than it is recognised") from None
+
+    def _too_fast(self, message: str) -> DomainError:
+        details = {"sessionId": self.session.id, "retryAfterMs": 1000}
+        return DomainError(ErrorCode.RATE_LIMITED, message, details)
 
     async def close(self) -> None:
         """Stop listening; what is still queued is dropped."""
