@@ -8,6 +8,7 @@ let socket = null;
 let wallet = null;
 let joined = null;
 let lastSequence = 0;
+let tokenBalance = "0";  // raw units held in the joined environment, for "sell half"
 
 function base58(bytes) {
   let value = 0n;
@@ -81,7 +82,11 @@ function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   socket = new WebSocket(`${scheme}://${location.host}/ws`);
   socket.addEventListener("open", () => { $("join").disabled = false; status("connected"); });
-  socket.addEventListener("close", () => { $("join").disabled = true; status("disconnected"); });
+  socket.addEventListener("close", () => {
+    $("join").disabled = true;
+    status("disconnected");
+    voiceReset("disconnected");
+  });
   socket.addEventListener("message", (event) => handle(JSON.parse(event.data)));
   setInterval(() => send("HEARTBEAT"), 30000);
 }
@@ -101,6 +106,7 @@ function showMarket(state) {
 function showBalance(balance) {
   $("balance-sol").textContent = fromUnits(balance.sol, 9);
   $("balance-token").textContent = fromUnits(balance.token, 6);
+  tokenBalance = balance.token;
 }
 
 function addTrade(trade) {
@@ -123,6 +129,8 @@ function handle(message) {
   const data = message.data;
   switch (message.type) {
     case "ENVIRONMENT_STATE":
+      if (data.id !== joined) voiceClear();  // a command heard for another room is not for this
+      if (message.requestId === "voice-confirm") voiceResult(`Joined ${data.name}.`);
       joined = data.id;
       lastSequence = data.sequence;
       $("trades").replaceChildren();
@@ -132,8 +140,14 @@ function handle(message) {
       showMarket(data);
       showBalance(data.balance);
       status(`joined ${data.name}`);
+      voiceIdle();
       break;
     case "VIRTUAL_TRADE_EXECUTED": {
+      if (message.requestId === "voice-confirm") {
+        const side = data.trade.isBuy ? "Bought" : "Sold";
+        voiceResult(`${side} ${fromUnits(data.trade.tokenAmount, 6)} tokens for ` +
+          `${fromUnits(data.trade.solAmount, 9)} SOL.`);
+      }
       if (data.sequence !== lastSequence + 1) return rejoin();
       lastSequence = data.sequence;
       addTrade(data.trade);
@@ -145,17 +159,278 @@ function handle(message) {
       break;
     }
     case "CHAT_MESSAGE":
+      if (message.requestId === "voice-confirm") voiceResult("Sent to the chat.");
       if (data.sequence !== lastSequence + 1) return rejoin();
       lastSequence = data.sequence;
       addChat(data);
       break;
+    case "REWARD_UPDATE":
+      if (message.requestId === "voice-confirm") {
+        voiceResult(`Claimed. Tier: ${data.tier || "none yet"}; ` +
+          `${fromUnits(data.unclaimedRewards, 9)} SOL unclaimed.`);
+      }
+      break;
+    case "VOICE_SESSION_READY":
+    case "VOICE_TRANSCRIPTION":
+    case "VOICE_COMMAND":
+    case "VOICE_RESPONSE":
+      voiceHandle(message);
+      break;
     case "ERROR":
       status(`${data.code}: ${data.message}`);
+      voiceError(message);
       break;
   }
 }
 
-function rejoin() { send("JOIN_ENVIRONMENT", { environmentId: joined, userId: wallet }); }
+function rejoin() { send("JOIN_ENVIRONMENT", { environmentId: joined, userId: wallet }, "rejoin"); }
+
+// --- voice: microphone → 16 kHz PCM16 binary frames; the server answers, the person confirms ---
+
+const voice = {
+  session: null,   // {id, expiresAt, environment} of the open voice session
+  starting: null,  // {resolve, reject} while VOICE_SESSION_START is unanswered
+  capture: null,   // {stream, context, node} while the microphone is open
+  opening: false,  // between a press of Speak and the microphone being open
+  command: null,   // the last VOICE_COMMAND that a Confirm would carry out
+  fresh: true,     // the next transcription begins a new utterance
+};
+const FRACTIONS = { "1": "all", "0.5": "half", "0.25": "a quarter" };
+const METRICS = { price: "the price", volume: "the 24 h volume", marketCap: "the market cap" };
+
+function voiceState(text) { $("voice-state").textContent = text; }
+function voiceResult(text) { $("voice-result").textContent = text; }
+
+function voiceIdle() {
+  if (voice.capture || voice.opening) return;
+  $("speak").disabled = !joined || !socket || socket.readyState !== WebSocket.OPEN;
+  $("speak").textContent = "Speak";
+  $("speak").setAttribute("aria-pressed", "false");
+}
+
+function voiceClear() {
+  for (const id of ["voice-intent", "voice-params", "voice-response", "voice-result"]) {
+    $(id).textContent = "";
+  }
+  $("voice-error").textContent = "";
+  $("voice-confirm").hidden = true;
+  voice.command = null;
+}
+
+// The socket closed: the server has ended the session with it.
+function voiceReset(reason) {
+  if (voice.starting) voice.starting.reject(new Error(reason));
+  voice.starting = null;
+  voice.session = null;
+  if (voice.capture) { closeCapture(voice.capture); voice.capture = null; voiceState(reason); }
+  voiceIdle();
+}
+
+function voiceSession() {
+  const session = voice.session;
+  if (session && session.environment === joined && Date.now() < session.expiresAt - 10000) {
+    return Promise.resolve(session);
+  }
+  if (!socket || socket.readyState !== WebSocket.OPEN) {
+    return Promise.reject(new Error("not connected"));
+  }
+  return new Promise((resolve, reject) => {
+    voice.starting = { resolve, reject, environment: joined };
+    send("VOICE_SESSION_START", { userId: wallet, environmentId: joined }, "voice-start");
+  });
+}
+
+async function openMicrophone() {
+  if (!navigator.mediaDevices || !window.AudioWorkletNode) {
+    throw new Error("this browser cannot record here (the microphone needs HTTPS or localhost)");
+  }
+  const stream = await navigator.mediaDevices.getUserMedia(
+    { audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true } });
+  let context = null;
+  try {
+    let source;
+    try {
+      context = new AudioContext({ sampleRate: 16000 });  // the browser resamples the microphone
+      source = context.createMediaStreamSource(stream);
+    } catch (error) {
+      // Firefox will not feed a 16 kHz context from a 48 kHz microphone: the worklet resamples.
+      if (context) context.close();
+      context = new AudioContext();
+      source = context.createMediaStreamSource(stream);
+    }
+    await context.audioWorklet.addModule($("speak").dataset.worklet);
+    const node = new AudioWorkletNode(context, "pcm-recorder", { numberOfInputs: 1 });
+    source.connect(node);
+    node.connect(context.destination);  // silent output; keeps the node running
+    await context.resume();
+    return { stream, context, node };
+  } catch (error) {
+    stream.getTracks().forEach((track) => track.stop());
+    if (context) context.close();
+    throw error;
+  }
+}
+
+function closeCapture(capture) {
+  if (capture.closed) return;
+  capture.closed = true;
+  capture.node.port.onmessage = null;
+  capture.stream.getTracks().forEach((track) => track.stop());
+  capture.context.close();
+}
+
+async function speakStart() {
+  voice.opening = true;
+  $("speak").disabled = true;
+  voiceState("starting…");
+  $("voice-error").textContent = "";
+  const [session, capture] = await Promise.allSettled([voiceSession(), openMicrophone()]);
+  voice.opening = false;
+  if (session.status === "rejected" || capture.status === "rejected") {
+    if (capture.status === "fulfilled") closeCapture(capture.value);
+    const error = session.status === "rejected" ? session.reason : capture.reason;
+    $("voice-error").textContent = error.message || String(error);
+    voiceState("");
+    voiceIdle();
+    return;
+  }
+  const { id } = session.value;
+  voice.capture = capture.value;
+  voice.capture.node.port.onmessage = (event) => {
+    const { pcm, last } = event.data;  // ~100 ms of 16 kHz PCM16, as the server wants it
+    if (pcm.byteLength && socket.readyState === WebSocket.OPEN) socket.send(pcm);
+    if (last) {
+      send("VOICE_AUDIO_END", { sessionId: id }, "voice-end");
+      closeCapture(capture.value);
+    }
+  };
+  voice.fresh = true;
+  $("speak").textContent = "Stop";
+  $("speak").setAttribute("aria-pressed", "true");
+  $("speak").disabled = false;
+  voiceState("listening… say a command, then press Stop");
+}
+
+function speakStop() {
+  const capture = voice.capture;
+  voice.capture = null;
+  capture.node.port.postMessage("flush");  // its answer sends the rest and VOICE_AUDIO_END
+  voiceState("");
+  voiceIdle();
+}
+
+function describe(command) {
+  const p = command.parameters;
+  switch (command.intent) {
+    case "EXECUTE_TRADE":
+      if (p.isBuy) return `buy ${fromUnits(p.amount, 9)} SOL`;
+      if (p.fraction !== undefined) {
+        return `sell ${FRACTIONS[p.fraction] || p.fraction} of your tokens`;
+      }
+      return `sell ${fromUnits(p.amount, 6)} tokens`;
+    case "LAUNCH_TOKEN": return `launch a token called “${p.tokenName}”`;
+    case "MARKET_ANALYSIS": return METRICS[p.metric] || p.metric;
+    case "JOIN_ENVIRONMENT": return `join “${p.environmentName}”`;
+    case "CHAT": return `say “${p.message}”`;
+    case "GET_REWARDS": return "your rewards";
+    case "CLAIM_REWARDS": return "claim your rewards";
+    default: return "not understood";
+  }
+}
+
+function voiceHandle(message) {
+  const data = message.data;
+  if (message.type === "VOICE_SESSION_READY") {
+    if (message.requestId !== "voice-start" || !voice.starting) return;
+    const environment = voice.starting.environment;
+    voice.session = { id: data.sessionId, expiresAt: data.expiresAt, environment };
+    voice.starting.resolve(voice.session);
+    voice.starting = null;
+    return;
+  }
+  if (!voice.session || data.sessionId !== voice.session.id) return;  // an older session's
+  switch (message.type) {
+    case "VOICE_TRANSCRIPTION":
+      if (voice.fresh) { voiceClear(); voice.fresh = false; }
+      $("voice-heard").textContent = data.text || (data.isFinal ? "(nothing heard)" : "…");
+      $("voice-heard").classList.toggle("interim", !data.isFinal);
+      if (data.isFinal) voice.fresh = true;
+      break;
+    case "VOICE_COMMAND": {
+      $("voice-intent").textContent = data.intent;
+      const sure = Math.round(data.confidence * 100);
+      $("voice-params").textContent = `${describe(data)} (${sure}% sure)`;
+      const confirmable = ["EXECUTE_TRADE", "CHAT", "CLAIM_REWARDS", "JOIN_ENVIRONMENT"];
+      voice.command = confirmable.includes(data.intent) ? data : null;
+      break;
+    }
+    case "VOICE_RESPONSE":
+      $("voice-response").textContent = data.text;
+      $("voice-confirm").hidden = !voice.command;
+      break;
+  }
+}
+
+// Errors about voice: answers to voice-* requests, and those the server pushes unasked (about
+// the streamed audio or a heard command: RATE_LIMITED, a session ended elsewhere or expired).
+function voiceError(message) {
+  const unasked = message.requestId === undefined || message.requestId === null;
+  if (!unasked && !String(message.requestId).startsWith("voice-")) return;
+  const data = message.data;
+  if (message.requestId === "voice-start" && voice.starting) {
+    voice.starting.reject(new Error(`${data.code}: ${data.message}`));
+    voice.starting = null;
+    return;
+  }
+  $("voice-error").textContent = `${data.code}: ${data.message}`;
+  if (data.code === "INVALID_MESSAGE" && (unasked || message.requestId === "voice-end")) {
+    voice.session = null;  // ended or expired: the next press starts a new one
+    if (voice.capture) {
+      closeCapture(voice.capture);
+      voice.capture = null;
+      voiceState("");
+      voiceIdle();
+    }
+  }
+}
+
+function voiceConfirm() {
+  const command = voice.command;
+  if (!command) return;
+  const p = command.parameters;
+  try {
+    switch (command.intent) {
+      case "EXECUTE_TRADE": {
+        let amount = p.amount;
+        if (!p.isBuy && p.fraction !== undefined) {
+          // floor(balance × fraction) in integers: the fraction as an 18-place fixed-point number
+          amount = (BigInt(tokenBalance) * BigInt(toUnits(p.fraction, 18)) / 10n ** 18n).toString();
+          if (amount === "0") throw new Error("you hold no tokens to sell");
+        }
+        send("VIRTUAL_TRADE", { environmentId: joined, amount, isBuy: p.isBuy }, "voice-confirm");
+        break;
+      }
+      case "CHAT":
+        send("CHAT_MESSAGE", { environmentId: joined, message: p.message }, "voice-confirm");
+        break;
+      case "CLAIM_REWARDS":
+        send("CLAIM_REWARDS", { userId: wallet }, "voice-confirm");
+        break;
+      case "JOIN_ENVIRONMENT": {
+        const name = String(p.environmentName).toLowerCase();
+        const option = [...$("environment").options]
+          .find((item) => item.dataset.name.toLowerCase() === name);
+        if (!option) throw new Error(`no environment called ${p.environmentName} in the list`);
+        $("environment").value = option.value;
+        send("JOIN_ENVIRONMENT", { environmentId: option.value, userId: wallet }, "voice-confirm");
+        break;
+      }
+    }
+    voice.command = null;
+    $("voice-confirm").hidden = true;
+    voiceResult("Sent…");
+  } catch (error) { $("voice-error").textContent = error.message; }
+}
 
 async function loadEnvironments() {
   const response = await fetch("/api/environments?limit=50");
@@ -164,25 +439,28 @@ async function loadEnvironments() {
     const option = document.createElement("option");
     option.value = environment.id;
     option.textContent = `${environment.name} (${environment.id})`;
+    option.dataset.name = environment.name;
     $("environment").append(option);
   }
 }
 
 $("sign-in").addEventListener("click", () => signIn().catch((error) => status(error.message)));
 $("join").addEventListener("click", () => {
-  send("JOIN_ENVIRONMENT", { environmentId: $("environment").value, userId: wallet });
+  send("JOIN_ENVIRONMENT", { environmentId: $("environment").value, userId: wallet }, "join");
 });
 $("trade-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const isBuy = event.submitter.value === "buy";
   try {
     const amount = toUnits($("amount").value, isBuy ? 9 : 6);
-    send("VIRTUAL_TRADE", { environmentId: joined, amount, isBuy });
+    send("VIRTUAL_TRADE", { environmentId: joined, amount, isBuy }, "trade");
   } catch (error) { status(error.message); }
 });
 $("chat-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  send("CHAT_MESSAGE", { environmentId: joined, message: $("chat-text").value });
+  send("CHAT_MESSAGE", { environmentId: joined, message: $("chat-text").value }, "chat");
   $("chat-text").value = "";
 });
+$("speak").addEventListener("click", () => (voice.capture ? speakStop() : speakStart()));
+$("voice-confirm").addEventListener("click", voiceConfirm);
 loadEnvironments();
