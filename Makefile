@@ -10,7 +10,7 @@ PORT ?= 8000
 export DJANGO_DEBUG ?= 1
 export DJANGO_SETTINGS_MODULE := funpump.settings
 
-.PHONY: run test lint typecheck pytest migrate demo bench clean
+.PHONY: run test lint typecheck pytest migrate demo bench bench-voice clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -54,6 +54,10 @@ bench: demo $(VENV)/.dev
 	$(BIN)/python bench/settlement.py $(SETTLE_TRADES)
 
 SETTLE_TRADES ?= 1000000
+
+# Voice recognition quality on speech synthesised at bench time (needs espeak-ng, flite and sox).
+bench-voice: $(VENV)/.dev
+	$(BIN)/python bench/voice.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
