@@ -7,9 +7,14 @@ recognition stream, and reports:
 
 * :class:`Interim` while an utterance is being heard, at most every ``INTERIM_EVERY`` seconds of
   audio and only when the words changed;
-* :class:`Final` at the end of the utterance: after ``END_SILENCE`` seconds without speech, when
-  the client says the utterance ended (``VOICE_AUDIO_END``), or when it reaches
-  ``MAX_UTTERANCE`` seconds (the contract's 10 s cut).
+* :class:`Final` at the end of the utterance: after a silence, when the client says the
+  utterance ended (``VOICE_AUDIO_END``), or when it reaches ``MAX_UTTERANCE`` seconds (the
+  contract's 10 s cut).
+
+How long a silence ends an utterance depends on what was said so far: once the words make a
+complete command ("buy two sol", "what is the price"), ``DONE_SILENCE`` is enough, so the answer
+comes quickly; otherwise the listener waits ``END_SILENCE``, so a pause in the middle of a
+command ("buy twenty... five sol", "launch a token called... moon rocket") does not cut it.
 
 A listener is synchronous and not thread-safe: the session runs it on one worker at a time, so
 recognition never blocks the event loop. Its buffers are bounded by the utterance limit.
@@ -23,12 +28,14 @@ from dataclasses import dataclass
 import webrtcvad
 
 from voice.engines import BYTES_PER_SECOND, RecognitionStream, Transcript
+from voice.intents import parse_command
 
 FRAME_SECONDS = 0.03  # WebRTC VAD takes 10, 20 or 30 ms frames
 FRAME_BYTES = int(BYTES_PER_SECOND * FRAME_SECONDS)
 PRE_ROLL = 0.3  # seconds of audio kept from before speech was detected
 START_SPEECH = 0.09  # seconds of voiced frames (within the pre-roll) that start an utterance
-END_SILENCE = 0.27  # seconds of silence that end one
+DONE_SILENCE = 0.15  # seconds of silence that end an utterance that is a complete command
+END_SILENCE = 0.5  # seconds of silence that end any other utterance
 INTERIM_EVERY = 0.3  # seconds of audio between interim results
 MAX_UTTERANCE = 10.0  # the contract's limit: an utterance is cut and finalised here
 VAD_AGGRESSIVENESS = 2  # 0 (keeps most) .. 3 (drops most non-speech)
@@ -57,6 +64,7 @@ class Listener:
         stream: RecognitionStream,
         *,
         end_silence: float = END_SILENCE,
+        done_silence: float = DONE_SILENCE,
         max_utterance: float = MAX_UTTERANCE,
     ) -> None:
         self.stream = stream
@@ -64,6 +72,7 @@ class Listener:
         self.pending = b""  # less than one VAD frame, waiting for the rest
         self.pre_roll: deque[tuple[bytes, bool]] = deque(maxlen=round(PRE_ROLL / FRAME_SECONDS))
         self.end_frames = max(1, round(end_silence / FRAME_SECONDS))
+        self.done_frames = max(1, min(self.end_frames, round(done_silence / FRAME_SECONDS)))
         self.max_frames = round(max_utterance / FRAME_SECONDS)
         self.start_frames = max(1, round(START_SPEECH / FRAME_SECONDS))
         self.interim_frames = max(1, round(INTERIM_EVERY / FRAME_SECONDS))
@@ -118,7 +127,9 @@ class Listener:
             return
         self._feed_stream(frame, results)
         self.silent = 0 if voiced else self.silent + 1
-        if self.silent >= self.end_frames:
+        if self.silent >= self.end_frames or (
+            self.silent == self.done_frames and complete_command(self.stream.partial())
+        ):
             self._finish("silence", results)
         elif self.frames >= self.max_frames:
             self._finish("limit", results)
@@ -139,3 +150,16 @@ class Listener:
         self.frames = self.silent = 0
         self.last_interim = ""
         self.finals += 1
+
+
+# Words a command can end with when nothing more is to come: a trade's unit or share.
+_TRADE_ENDINGS = frozenset({"sol", "solana", "tokens", "all", "everything", "half", "it", "them"})
+
+
+def complete_command(text: str) -> bool:
+    """Whether ``text`` is a whole command that nothing more can follow (free text can)."""
+    command = parse_command(text)
+    if command.intent in ("MARKET_ANALYSIS", "GET_REWARDS", "CLAIM_REWARDS"):
+        return True
+    words = text.split()
+    return command.intent == "EXECUTE_TRADE" and bool(words) and words[-1] in _TRADE_ENDINGS

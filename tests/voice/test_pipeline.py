@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.voice.speech import chunks, silence, speak
 from voice.engines import Transcript
-from voice.pipeline import Final, Interim, Listener
+from voice.pipeline import Final, Interim, Listener, complete_command
 
 
 class Recorder:
@@ -80,3 +80,42 @@ def test_audio_end_finalises_what_was_heard_and_answers_an_empty_turn():
     assert final.reason == "end" and final.transcript.text == "utterance 1"
     [empty] = listener.end()  # nothing said since: an empty final answers it
     assert empty.transcript == Transcript("", 0.0)
+
+
+class Saying(Recorder):
+    """A stream that has heard ``words`` so far."""
+
+    def __init__(self, words: str) -> None:
+        super().__init__()
+        self.words = words
+
+    def partial(self) -> str:
+        return self.words
+
+
+def trimmed(pcm: bytes) -> bytes:
+    """``pcm`` without the synthesiser's trailing silence."""
+    samples = memoryview(pcm).cast("h")
+    end = len(samples)
+    while end and abs(samples[end - 1]) < 200:
+        end -= 1
+    return pcm[: end * 2]
+
+
+def test_a_complete_command_ends_on_a_short_silence_a_half_one_waits():
+    speech = trimmed(speak("what is the price"))
+    done = Listener(Saying("what is the price"))
+    finals = [r for r in listen(done, speech + silence(0.3)) if isinstance(r, Final)]
+    assert len(finals) == 1
+    waiting = Listener(Saying("launch a token called"))
+    assert not [r for r in listen(waiting, speech + silence(0.3)) if isinstance(r, Final)]
+    assert [r for r in listen(waiting, silence(0.4)) if isinstance(r, Final)]
+
+
+def test_complete_commands():
+    assert complete_command("buy two sol")
+    assert complete_command("sell half")
+    assert complete_command("what is the price")
+    assert not complete_command("buy twenty")  # "... five sol" may follow
+    assert not complete_command("say hello")  # a chat message may go on
+    assert not complete_command("")
