@@ -27,6 +27,7 @@ from pydantic.json_schema import models_json_schema
 
 from funpump.addresses import is_public_key
 from funpump.errors import DomainError, ErrorCode
+from voice.intents import Intent
 
 U64_MAX = 2**64 - 1
 MAX_BATCH = 50
@@ -349,16 +350,7 @@ class VoiceCommand(_Out):
     """``VOICE_COMMAND``: what the final words ask for. Never executed by the server: the client
     confirms it by sending the matching message."""
 
-    intent: Literal[
-        "EXECUTE_TRADE",
-        "LAUNCH_TOKEN",
-        "MARKET_ANALYSIS",
-        "JOIN_ENVIRONMENT",
-        "CHAT",
-        "GET_REWARDS",
-        "CLAIM_REWARDS",
-        "UNKNOWN",
-    ]
+    intent: Intent
     parameters: dict[str, str | bool]
     confidence: Annotated[float, Field(ge=0, le=1)]
     sessionId: str

@@ -47,8 +47,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal, get_args
 
-INTENTS = (
+Intent = Literal[
     "EXECUTE_TRADE",
     "LAUNCH_TOKEN",
     "MARKET_ANALYSIS",
@@ -57,7 +58,8 @@ INTENTS = (
     "GET_REWARDS",
     "CLAIM_REWARDS",
     "UNKNOWN",
-)
+]
+INTENTS: tuple[str, ...] = get_args(Intent)
 
 SOL_DECIMALS = 9  # lamports per SOL: 10**9
 TOKEN_DECIMALS = 6  # raw units per token: 10**6
@@ -80,7 +82,7 @@ UNKNOWN_FIT = 0.3
 class Command:
     """What a transcript asks for: an intent, its wire parameters and a confidence in 0..1."""
 
-    intent: str
+    intent: Intent
     parameters: dict[str, str | bool]
     confidence: float
 
@@ -93,7 +95,7 @@ class Command:
 
 @dataclass(slots=True)
 class _Match:
-    intent: str
+    intent: Intent
     parameters: dict[str, str | bool]
     penalty: float = 0.0
 
@@ -182,7 +184,7 @@ _METRICS: dict[Phrase, str] = {
 }
 _MARKET = _phrases(_MARKET_ASKS, _METRICS) | {("how", "much", "is", "it"): ("price", 0.0)}
 
-_REWARDS: dict[Phrase, tuple[str, float]] = {
+_REWARDS: dict[Phrase, tuple[Intent, float]] = {
     ("check", "my", "rewards"): ("GET_REWARDS", 0.0),
     ("show", "my", "rewards"): ("GET_REWARDS", 0.0),
     ("what", "are", "my", "rewards"): ("GET_REWARDS", 0.0),

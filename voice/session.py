@@ -179,7 +179,7 @@ class VoiceRunner:
         await self._send(
             "VOICE_COMMAND",
             protocol.VoiceCommand(
-                intent=command.intent,  # type: ignore[arg-type]
+                intent=command.intent,
                 parameters=command.parameters,
                 confidence=command.confidence,
                 sessionId=session_id,
