@@ -328,8 +328,12 @@ def report(outcomes: list[Outcome], seconds: float) -> None:
     audio = sum(o.audio for o in outcomes)
     decoded = sum(o.decoded for o in outcomes)
     rtf = cpu / audio
-    latencies = [o.latency for o in outcomes if o.finals]
+    # The target is about answering commands: a command's final comes after a short silence
+    # once its words are complete; anything else waits longer, in case more words follow.
+    latencies = [o.latency for o in commands if o.finals]
     p95 = percentile(latencies, 0.95)
+    heard_right = [o.latency for o in commands if o.finals and o.right]
+    other_latencies = [o.latency for o in others if o.finals]
     print(f"# Voice benchmark ({default_engine().name})\n")
     print(
         f"{len(commands)} command utterances ({len({o.utterance.text for o in commands})} "
@@ -356,10 +360,21 @@ def report(outcomes: list[Outcome], seconds: float) -> None:
         f"<= {TARGET_RTF} | {mark(cpu / max(decoded, 1e-9) <= TARGET_RTF)} |"
     )
     print(
-        f"| final after end of speech, p50 / p95 / max | {percentile(latencies, 0.5) * 1000:.0f}"
-        f" / {p95 * 1000:.0f} / {max(latencies) * 1000:.0f} ms | p95 <= "
-        f"{TARGET_LATENCY * 1000:.0f} ms | {mark(p95 <= TARGET_LATENCY)} |"
+        f"| command's final after end of speech, p50 / p95 / max | "
+        f"{percentile(latencies, 0.5) * 1000:.0f} / {p95 * 1000:.0f} / "
+        f"{max(latencies) * 1000:.0f} ms | p95 <= {TARGET_LATENCY * 1000:.0f} ms | "
+        f"{mark(p95 <= TARGET_LATENCY)} |"
     )
+    for label, values in (
+        ("commands heard right", heard_right),
+        ("non-commands (any final text)", other_latencies),
+    ):
+        if values:
+            print(
+                f"| final after end of speech, {label}, p50 / p95 | "
+                f"{percentile(values, 0.5) * 1000:.0f} / "
+                f"{percentile(values, 0.95) * 1000:.0f} ms | | |"
+            )
     held = [o for o in commands if o.utterance.voice.held_out]
     tuned = [o for o in commands if not o.utterance.voice.held_out]
     for label, items in (("tune voices", tuned), ("held-out voices", held)):
@@ -414,7 +429,9 @@ def report(outcomes: list[Outcome], seconds: float) -> None:
             [o for o in items if not o.utterance.command], lambda o: o.intent == "EXECUTE_TRADE"
         )
         v_rtf = sum(o.cpu for o in items) / sum(o.audio for o in items)
-        v_p95 = percentile([o.latency for o in items if o.finals], 0.95)
+        v_p95 = percentile(
+            [o.latency for o in items if o.finals and o.utterance.command] or [math.nan], 0.95
+        )
         print(
             f"| {voice.name} | {'held-out' if voice.held_out else 'tune'} | {c[0]}/{c[1]} | "
             f"{t[0]}/{t[1]} | {v_rtf:.3f} | {v_p95 * 1000:.0f} ms |"

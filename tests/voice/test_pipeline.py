@@ -105,10 +105,10 @@ def trimmed(pcm: bytes) -> bytes:
 def test_a_complete_command_ends_on_a_short_silence_a_half_one_waits():
     speech = trimmed(speak("what is the price"))
     done = Listener(Saying("what is the price"))
-    finals = [r for r in listen(done, speech + silence(0.3)) if isinstance(r, Final)]
+    finals = [r for r in listen(done, speech + silence(0.25)) if isinstance(r, Final)]
     assert len(finals) == 1
     waiting = Listener(Saying("launch a token called"))
-    assert not [r for r in listen(waiting, speech + silence(0.3)) if isinstance(r, Final)]
+    assert not [r for r in listen(waiting, speech + silence(0.2)) if isinstance(r, Final)]
     assert [r for r in listen(waiting, silence(0.4)) if isinstance(r, Final)]
 
 
