@@ -32,6 +32,14 @@ def tokens(raw: int) -> str:
     return _short(Decimal(raw) / RAW_PER_TOKEN, 2)
 
 
+def spoken_price(price: Decimal) -> str:
+    """A price rounded to 4 significant digits, as one would say it ("0.00000002796")."""
+    if not price:
+        return "0"
+    exponent = price.adjusted() - 3
+    return curve.format_price(price.quantize(Decimal(1).scaleb(exponent)).normalize())
+
+
 def _short(value: Decimal, places: int) -> str:
     if value and abs(value) < Decimal(1) / 10**places:
         return f"{value.normalize():f}"
@@ -71,8 +79,7 @@ def _market(environment: Environment, metric: str) -> str:
         return f"{environment.name} traded {sol(volume)} in the last 24 hours."
     if metric == "marketCap":
         return f"{environment.name}'s market cap is {sol(state.market_cap)}."
-    price = curve.format_price(state.spot_price)
-    return f"{environment.name} is at {price} SOL per token."
+    return f"{environment.name} is at {spoken_price(state.spot_price)} SOL per token."
 
 
 def _quote(environment: Environment, wallet: str, parameters: dict[str, str | bool]) -> str:

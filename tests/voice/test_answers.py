@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from environments.selectors import price_update
@@ -9,7 +11,7 @@ from environments.services import environment_join
 from tests.conftest import Wallet
 from trading.services import trade_execute
 from voice.intents import parse_command
-from voice.selectors import sol, voice_answer
+from voice.selectors import sol, spoken_price, voice_answer
 
 pytestmark = pytest.mark.django_db
 
@@ -25,9 +27,12 @@ def test_questions_get_live_figures(alice, environment):
     trade_execute(environment_id=environment.id, wallet=alice.address, amount=10**9, is_buy=True)
     environment.refresh_from_db()
     now = price_update(environment_id=environment.id)
+    spoken = spoken_price(Decimal(now["price"]))
     assert answer(alice, environment, "what is the price") == (
-        f"{environment.name} is at {now['price']} SOL per token."
+        f"{environment.name} is at {spoken} SOL per token."
     )
+    assert len(spoken.replace(".", "").lstrip("0")) == 4  # four significant digits
+    assert abs(Decimal(spoken) - Decimal(now["price"])) <= Decimal(now["price"]) / 1000
     assert answer(alice, environment, "what's the volume") == (
         f"{environment.name} traded {sol(int(now['volume']))} in the last 24 hours."
     )
