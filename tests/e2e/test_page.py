@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connections
 
 from environments.models import ChatMessage, Position
 from environments.services import environment_create
@@ -27,8 +28,15 @@ FLAGS = [
 
 def off_loop(function: Any, *args: Any, **kwargs: Any) -> Any:
     """Run ORM code on a plain thread: Playwright's sync API keeps an event loop on this one."""
+
+    def call() -> Any:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connections.close_all()  # the thread ends: give its pooled connection back
+
     with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(function, *args, **kwargs).result()
+        return pool.submit(call).result()
 
 
 @pytest.fixture
