@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from livekit import api
 
+from funpump.errors import DomainError, ErrorCode
+
 # LiveKit's name for a microphone track source.
 MICROPHONE = "microphone"
 
@@ -66,9 +68,13 @@ def livekit_secret() -> str:
     """``LIVEKIT_API_SECRET`` (settings give a development one in debug mode)."""
     secret = str(settings.LIVEKIT_API_SECRET)
     if not secret:
-        raise VoiceUnavailable("voice is not configured on this server (LIVEKIT_API_SECRET)")
+        raise VoiceUnavailable("LIVEKIT_API_SECRET is not set")
     return secret
 
 
-class VoiceUnavailable(RuntimeError):
-    """Voice is not configured on this server."""
+class VoiceUnavailable(DomainError):
+    """Voice is not configured on this server: the client is told so, nothing is recorded."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(ErrorCode.INTERNAL_ERROR, "voice is not available on this server")
+        self.reason = reason

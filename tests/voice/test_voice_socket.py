@@ -229,3 +229,13 @@ async def test_an_audio_flood_is_refused_once_a_second(alice, settings):
     assert replies[0]["data"]["code"] == "RATE_LIMITED"
     assert await socket.receive_nothing(timeout=0.3)  # one refusal, not one per frame
     await socket.disconnect()
+
+
+async def test_a_server_without_a_livekit_secret_says_voice_is_unavailable(alice, settings):
+    settings.LIVEKIT_API_SECRET = ""
+    socket = await open_socket(alice)
+    start_voice = {"type": "VOICE_SESSION_START", "data": {"userId": alice.address}}
+    error = await expect_error(socket, start_voice, "INTERNAL_ERROR")
+    assert error["message"] == "voice is not available on this server"
+    assert not await VoiceSession.objects.aexists()
+    await socket.disconnect()

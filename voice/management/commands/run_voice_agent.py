@@ -43,7 +43,7 @@ class Command(BaseCommand):
         try:
             livekit_secret()
         except VoiceUnavailable as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(f"voice is not configured: {exc.reason}") from exc
         poll, max_sessions = options["poll"], options["max_sessions"]
         if poll <= 0:
             raise CommandError("--poll must be positive")
