@@ -381,16 +381,7 @@ def _buy(rest: list[str]) -> _Match | None:
     """``[me] <amount> [[of] sol]``: buys are in SOL; an amount in tokens is not a buy."""
     if rest[:1] == ["me"]:
         rest = rest[1:]
-    quantity = _quantity(rest)
-    if quantity is None:
-        return None
-    value, unit, cost = quantity
-    if unit == "tokens":
-        return None
-    lamports = _units(value, SOL_DECIMALS)
-    if lamports is None:
-        return None
-    return _Match("EXECUTE_TRADE", {"isBuy": True, "amount": str(lamports)}, cost)
+    return _trade_amount(rest, is_buy=True)
 
 
 def _sell(rest: list[str]) -> _Match | None:
@@ -405,16 +396,21 @@ def _sell(rest: list[str]) -> _Match | None:
             holding, cost = [*holding[:-1], "tokens"], _TOKENS[holding[-1]]
         if tuple(holding) in _HOLDINGS:
             return _Match("EXECUTE_TRADE", {"isBuy": False, "fraction": fraction}, cost)
+    return _trade_amount(rest, is_buy=False)
+
+
+def _trade_amount(rest: list[str], *, is_buy: bool) -> _Match | None:
+    """An amount in the trade's own unit: lamports for a buy (SOL), raw units for a sell."""
     quantity = _quantity(rest)
     if quantity is None:
         return None
     value, unit, cost = quantity
-    if unit == "sol":
+    if unit == ("tokens" if is_buy else "sol"):
         return None
-    raw = _units(value, TOKEN_DECIMALS)
-    if raw is None:
+    amount = _units(value, SOL_DECIMALS if is_buy else TOKEN_DECIMALS)
+    if amount is None:
         return None
-    return _Match("EXECUTE_TRADE", {"isBuy": False, "amount": str(raw)}, cost)
+    return _Match("EXECUTE_TRADE", {"isBuy": is_buy, "amount": str(amount)}, cost)
 
 
 def _quantity(words: list[str]) -> tuple[Decimal, str | None, float] | None:
