@@ -56,21 +56,13 @@ def voice_key(session_id: str) -> str:
 
 def signal_on_commit(key: str, payload: dict[str, Any]) -> None:
     """After commit, hand ``payload`` to whoever listens on ``key``, in any process."""
-    transaction.on_commit(lambda: _signal_from_thread(key, payload))
-
-
-def _signal_from_thread(key: str, payload: dict[str, Any]) -> None:
-    hub = Hub.instance
-    if hub is not None and hub.loop is not None and not hub.loop.is_closed():
-        hub.loop.call_soon_threadsafe(hub.signal_everywhere, key, payload)
-        return
-    layer = get_channel_layer()
-    if layer is None or isinstance(layer, InMemoryChannelLayer):
-        return
-    try:
-        async_to_sync(layer.group_send)(environment_group(key), _signal_message(key, payload))
-    except Exception as exc:
-        logger.warning("could not signal %s: %r", key, exc)
+    transaction.on_commit(
+        lambda: _announce(
+            key,
+            _signal_message(key, payload),
+            lambda hub: hub.signal_everywhere(key, payload),
+        )
+    )
 
 
 async def signal(key: str, payload: dict[str, Any]) -> None:
@@ -94,19 +86,25 @@ def touch_on_commit(key: str) -> None:
 
 
 def _touch(key: str) -> None:
+    message = {"type": "touch", "environment": key, "process": PROCESS_ID}
+    _announce(key, message, lambda hub: hub.touch_everywhere(key))
+
+
+def _announce(key: str, message: dict[str, Any], here: Callable[[Hub], None]) -> None:
+    """From a thread (a commit callback): let this process's hub handle it (``here``), or,
+    with no socket server in this process (a management command, a WSGI worker), send
+    ``message`` to the other processes through the shared layer."""
     hub = Hub.instance
     if hub is not None and hub.loop is not None and not hub.loop.is_closed():
-        hub.loop.call_soon_threadsafe(hub.touch_everywhere, key)
+        hub.loop.call_soon_threadsafe(here, hub)
         return
-    # No socket server in this process (settle_rewards, a WSGI worker): tell the others.
     layer = get_channel_layer()
     if layer is None or isinstance(layer, InMemoryChannelLayer):
         return
-    message = {"type": "touch", "environment": key, "process": PROCESS_ID}
     try:
         async_to_sync(layer.group_send)(environment_group(key), message)
     except Exception as exc:
-        logger.warning("could not announce a change of %s: %r", key, exc)
+        logger.warning("could not announce %s to the other processes: %r", key, exc)
 
 
 async def publish_market(mint: str, data: dict[str, Any]) -> None:
@@ -163,21 +161,7 @@ def publish_on_commit(event: Event) -> None:
 
 
 def _dispatch(event: Event) -> None:
-    hub = Hub.instance
-    if hub is not None and hub.loop is not None and not hub.loop.is_closed():
-        hub.loop.call_soon_threadsafe(hub.submit, event)
-        return
-    # No socket server in this process (a management command, a WSGI worker): other processes
-    # still hear it through the shared layer.
-    layer = get_channel_layer()
-    if layer is None or isinstance(layer, InMemoryChannelLayer):
-        return
-    try:
-        async_to_sync(layer.group_send)(
-            environment_group(event.environment_id), _layer_message(event)
-        )
-    except Exception:
-        logger.exception("could not publish event %s#%s", event.environment_id, event.sequence)
+    _announce(event.environment_id, _layer_message(event), lambda hub: hub.submit(event))
 
 
 def _layer_message(event: Event) -> dict[str, Any]:
