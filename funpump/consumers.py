@@ -417,7 +417,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         )
         await runner.start()
         self.voice = runner
-        self.voice_expires = time.time() + settings.FUNPUMP_VOICE_SESSION_TTL
+        self.voice_expires = started.ready["expiresAt"] / 1000  # the token's own expiry
         await self.hub.listen(
             voice_key(started.id),
             self.connection_id,

@@ -25,8 +25,6 @@ class StartedSession:
     """A new session and what ``VOICE_SESSION_READY`` tells the client about it."""
 
     id: str
-    wallet: str
-    room: str
     environment_id: str | None
     ready: dict[str, Any]
 
@@ -39,15 +37,12 @@ def voice_session_start(
     The wallet's other session may live on another connection or process: it is told through
     the session's signal key once this transaction commits.
     """
-    for attempt in range(2):
-        try:
-            return _start(wallet=wallet, language=language, environment_id=environment_id)
-        except IntegrityError:
-            # Another start for this wallet committed between our read and our insert; the
-            # second attempt sees it and ends it.
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
+    try:
+        return _start(wallet=wallet, language=language, environment_id=environment_id)
+    except IntegrityError:
+        # Another start for this wallet committed between our read and our insert; a second
+        # attempt sees that session and ends it.
+        return _start(wallet=wallet, language=language, environment_id=environment_id)
 
 
 def _start(*, wallet: str, language: str, environment_id: str | None) -> StartedSession:
@@ -73,8 +68,6 @@ def _start(*, wallet: str, language: str, environment_id: str | None) -> Started
         )
     return StartedSession(
         id=session.id,
-        wallet=wallet,
-        room=room,
         environment_id=environment_id,
         ready={
             "sessionId": session.id,

@@ -26,7 +26,7 @@ from funpump.db import db_call
 from funpump.errors import DomainError, ErrorCode
 from funpump.ratelimit import rate_limiter
 from voice.engines import BYTES_PER_SECOND, default_engine
-from voice.intents import parse_command
+from voice.intents import Command, parse_command
 from voice.pipeline import Final, Interim, Listener, Result
 from voice.selectors import voice_answer
 from voice.services import voice_command_record
@@ -166,16 +166,7 @@ class VoiceRunner:
             if refused is not None:
                 await self._send_error(refused)
                 return
-        await db_call(voice_command_record)(
-            session_id=session_id,
-            text=text,
-            command=command,
-            seconds=result.seconds,
-            source=self.source,
-        )
-        answer = await db_call(voice_answer)(
-            wallet=self.session.wallet, environment_id=self.session.environment_id, command=command
-        )
+        answer = await db_call(self._record_and_answer)(text, command, result.seconds)
         await self._send(
             "VOICE_COMMAND",
             protocol.VoiceCommand(
@@ -200,6 +191,19 @@ class VoiceRunner:
             },
         )
 
+    def _record_and_answer(self, text: str, command: Command, seconds: float) -> str:
+        """One trip to the database per final: keep what was heard, compose the answer."""
+        voice_command_record(
+            session_id=self.session.id,
+            text=text,
+            command=command,
+            seconds=seconds,
+            source=self.source,
+        )
+        return voice_answer(
+            wallet=self.session.wallet, environment_id=self.session.environment_id, command=command
+        )
+
     async def _over_limit(self) -> DomainError | None:
         """Count one recognised command against the wallet's voice limits."""
         for rate in settings.FUNPUMP_VOICE_COMMAND_LIMITS:
@@ -218,11 +222,12 @@ class VoiceRunner:
         return None
 
     async def _send(self, message_type: str, data: BaseModel) -> None:
-        sent = self.deliver(protocol.encode(message_type, data, None))
-        if sent is not None:
-            await sent
+        await self._deliver(protocol.encode(message_type, data, None))
 
     async def _send_error(self, error: DomainError) -> None:
-        sent = self.deliver(protocol.error_frame(error, None))
+        await self._deliver(protocol.error_frame(error, None))
+
+    async def _deliver(self, frame: str) -> None:
+        sent = self.deliver(frame)
         if sent is not None:
             await sent
