@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.test import Client
 from django.urls import reverse
 
@@ -173,7 +174,7 @@ def test_add_with_inconsistent_constants_is_a_form_error(
 def test_change_view_keeps_constants_read_only(
     admin_client: Client, environment: Environment
 ) -> None:
-    url = reverse("admin:environments_environment_change", args=[environment.pk])
+    url = reverse("admin:environments_environment_change", args=[quote(environment.pk)])
     response = admin_client.get(url)
     assert response.status_code == 200
     form = response.context["adminform"].form
@@ -183,7 +184,7 @@ def test_change_view_keeps_constants_read_only(
 
 
 def test_change_view_closes_and_renames(admin_client: Client, environment: Environment) -> None:
-    url = reverse("admin:environments_environment_change", args=[environment.pk])
+    url = reverse("admin:environments_environment_change", args=[quote(environment.pk)])
     response = admin_client.post(url, {"name": "Renamed"})  # is_open unchecked
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:environments_environment_changelist")
