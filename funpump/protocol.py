@@ -27,9 +27,9 @@ from pydantic.json_schema import models_json_schema
 
 from funpump.addresses import is_public_key
 from funpump.errors import DomainError, ErrorCode
+from trading.curve import U64_MAX
 from voice.intents import Intent
 
-U64_MAX = 2**64 - 1
 MAX_BATCH = 50
 MAX_CHAT_CHARS = 500
 

@@ -32,8 +32,11 @@ from dataclasses import dataclass, replace
 from decimal import Context, Decimal
 
 BPS = 10_000
-LAMPORTS_PER_SOL = 10**9
-RAW_PER_TOKEN = 10**6
+SOL_DECIMALS = 9
+TOKEN_DECIMALS = 6
+LAMPORTS_PER_SOL = 10**SOL_DECIMALS
+RAW_PER_TOKEN = 10**TOKEN_DECIMALS
+U64_MAX = 2**64 - 1  # the largest amount an account holds on chain, and on the wire
 
 DEFAULT_VIRTUAL_SOL = 30_000_000_000
 DEFAULT_VIRTUAL_TOKEN = 1_073_000_000_000_000

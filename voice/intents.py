@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, get_args
 
+from trading.curve import SOL_DECIMALS, TOKEN_DECIMALS, U64_MAX
+
 Intent = Literal[
     "EXECUTE_TRADE",
     "LAUNCH_TOKEN",
@@ -61,9 +63,6 @@ Intent = Literal[
 ]
 INTENTS: tuple[str, ...] = get_args(Intent)
 
-SOL_DECIMALS = 9  # lamports per SOL: 10**9
-TOKEN_DECIMALS = 6  # raw units per token: 10**6
-U64_MAX = 2**64 - 1
 TOKEN_NAME_MAX = 32
 ENVIRONMENT_NAME_MAX = 64  # the length of an environment's name in the database
 MESSAGE_MAX = 500  # the chat message limit of the wire protocol

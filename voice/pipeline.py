@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import webrtcvad
 
-from voice.engines import BYTES_PER_SECOND, RecognitionStream, Transcript
+from voice.engines import BYTES_PER_SECOND, SAMPLE_RATE, RecognitionStream, Transcript
 from voice.intents import parse_command
 
 FRAME_SECONDS = 0.03  # WebRTC VAD takes 10, 20 or 30 ms frames
@@ -114,7 +114,7 @@ class Listener:
         self.stream.close()
 
     def _frame(self, frame: bytes, results: list[Result]) -> None:
-        voiced = self.vad.is_speech(frame, 16_000)
+        voiced = self.vad.is_speech(frame, SAMPLE_RATE)
         if not self.in_speech:
             self.pre_roll.append((frame, voiced))
             if sum(1 for _, v in self.pre_roll if v) < self.start_frames:
