@@ -11,10 +11,14 @@ recognition stream, and reports:
   utterance ended (``VOICE_AUDIO_END``), or when it reaches ``MAX_UTTERANCE`` seconds (the
   contract's 10 s cut).
 
-How long a silence ends an utterance depends on what was said so far: once the words make a
-complete command ("buy two sol", "what is the price"), ``DONE_SILENCE`` is enough, so the answer
-comes quickly; otherwise the listener waits ``END_SILENCE``, so a pause in the middle of a
-command ("buy twenty... five sol", "launch a token called... moon rocket") does not cut it.
+How long a silence ends an utterance depends on what was said so far (:func:`completeness`):
+
+* the words make a command nothing can follow ("buy two sol", "what is the price"):
+  ``DONE_SILENCE`` is enough, so the answer comes quickly;
+* they make a command whose free text may go on ("launch a token called moon", "say hello"):
+  ``PAUSE_SILENCE``, a little longer, so "moon... rocket" is not cut after "moon";
+* anything else ("buy twenty", "launch a token called"): ``END_SILENCE``, so a pause in the
+  middle of a command does not cut it.
 
 A listener is synchronous and not thread-safe: the session runs it on one worker at a time, so
 recognition never blocks the event loop. Its buffers are bounded by the utterance limit.
@@ -22,9 +26,11 @@ recognition never blocks the event loop. Its buffers are bounded by the utteranc
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
 import webrtcvad
 
 from voice.engines import BYTES_PER_SECOND, SAMPLE_RATE, RecognitionStream, Transcript
@@ -35,9 +41,12 @@ FRAME_BYTES = int(BYTES_PER_SECOND * FRAME_SECONDS)
 PRE_ROLL = 0.3  # seconds of audio kept from before speech was detected
 START_SPEECH = 0.09  # seconds of voiced frames (within the pre-roll) that start an utterance
 DONE_SILENCE = 0.15  # seconds of silence that end an utterance that is a complete command
-END_SILENCE = 0.35  # seconds of silence that end any other utterance
+PAUSE_SILENCE = 0.24  # ... a command whose free text (a name, a message) may go on
+END_SILENCE = 0.35  # ... any other utterance
 INTERIM_EVERY = 0.3  # seconds of audio between interim results
 MAX_UTTERANCE = 10.0  # the contract's limit: an utterance is cut and finalised here
+QUIET_DB = 35  # a frame this far below the utterance's loudest counts as silence
+QUIET_RATIO = 10 ** (-QUIET_DB / 20)
 VAD_AGGRESSIVENESS = 2  # 0 (keeps most) .. 3 (drops most non-speech)
 
 
@@ -65,6 +74,7 @@ class Listener:
         *,
         end_silence: float = END_SILENCE,
         done_silence: float = DONE_SILENCE,
+        pause_silence: float = PAUSE_SILENCE,
         max_utterance: float = MAX_UTTERANCE,
     ) -> None:
         self.stream = stream
@@ -73,12 +83,16 @@ class Listener:
         self.pre_roll: deque[tuple[bytes, bool]] = deque(maxlen=round(PRE_ROLL / FRAME_SECONDS))
         self.end_frames = max(1, round(end_silence / FRAME_SECONDS))
         self.done_frames = max(1, min(self.end_frames, round(done_silence / FRAME_SECONDS)))
+        self.pause_frames = max(
+            self.done_frames, min(self.end_frames, round(pause_silence / FRAME_SECONDS))
+        )
         self.max_frames = round(max_utterance / FRAME_SECONDS)
         self.start_frames = max(1, round(START_SPEECH / FRAME_SECONDS))
         self.interim_frames = max(1, round(INTERIM_EVERY / FRAME_SECONDS))
         self.in_speech = False
         self.frames = 0  # frames of the current utterance
         self.silent = 0  # consecutive unvoiced frames at its end
+        self.loudest = 0.0  # the loudest frame of the utterance so far (RMS)
         self.finals = 0  # finals since the client's last VOICE_AUDIO_END
         self.last_interim = ""
 
@@ -126,13 +140,26 @@ class Listener:
             self.pre_roll.clear()
             return
         self._feed_stream(frame, results)
-        self.silent = 0 if voiced else self.silent + 1
-        if self.silent >= self.end_frames or (
-            self.silent == self.done_frames and complete_command(self.stream.partial())
-        ):
+        level = _level(frame)
+        self.loudest = max(self.loudest, level)
+        # The detector keeps calling the ~0.1 s after a word's end speech; a frame far quieter
+        # than the utterance's loudest is silence whatever it says, so the end comes sooner.
+        quiet = level < self.loudest * QUIET_RATIO
+        self.silent = 0 if voiced and not quiet else self.silent + 1
+        if self.silent >= self.end_frames or self._heard_enough():
             self._finish("silence", results)
         elif self.frames >= self.max_frames:
             self._finish("limit", results)
+
+    def _heard_enough(self) -> bool:
+        """Whether the silence so far ends what the words so far say."""
+        if self.silent not in (self.done_frames, self.pause_frames):
+            return False  # the words are read only when the answer can change
+        needed = {
+            Completeness.DONE: self.done_frames,
+            Completeness.MAY_GO_ON: self.pause_frames,
+        }.get(completeness(self.stream.partial()))
+        return needed is not None and self.silent >= needed
 
     def _feed_stream(self, frame: bytes, results: list[Result]) -> None:
         self.frames += 1
@@ -148,18 +175,37 @@ class Listener:
         results.append(Final(transcript, round(self.frames * FRAME_SECONDS, 2), reason))
         self.in_speech = False
         self.frames = self.silent = 0
+        self.loudest = 0.0
         self.last_interim = ""
         self.finals += 1
 
 
+def _level(frame: bytes) -> float:
+    """A frame's RMS level (PCM16 units)."""
+    samples = np.frombuffer(frame, dtype="<i2").astype(np.float64)
+    return float(np.sqrt(np.mean(samples * samples))) if samples.size else 0.0
+
+
+class Completeness(enum.Enum):
+    PARTIAL = "partial"  # not a command yet, or one that needs more words
+    MAY_GO_ON = "may go on"  # a whole command whose free text may take more words
+    DONE = "done"  # a whole command that nothing more can follow
+
+
 # Words a command can end with when nothing more is to come: a trade's unit or share.
 _TRADE_ENDINGS = frozenset({"sol", "solana", "tokens", "all", "everything", "half", "it", "them"})
+_FREE_TEXT = {"LAUNCH_TOKEN": "tokenName", "JOIN_ENVIRONMENT": "environmentName", "CHAT": "message"}
 
 
-def complete_command(text: str) -> bool:
-    """Whether ``text`` is a whole command that nothing more can follow (free text can)."""
+def completeness(text: str) -> Completeness:
+    """How much of a command ``text`` is: the listener ends on a shorter silence the more."""
     command = parse_command(text)
     if command.intent in ("MARKET_ANALYSIS", "GET_REWARDS", "CLAIM_REWARDS"):
-        return True
+        return Completeness.DONE
     words = text.split()
-    return command.intent == "EXECUTE_TRADE" and bool(words) and words[-1] in _TRADE_ENDINGS
+    if command.intent == "EXECUTE_TRADE" and words and words[-1] in _TRADE_ENDINGS:
+        return Completeness.DONE
+    free_text = _FREE_TEXT.get(command.intent)
+    if free_text and command.parameters.get(free_text):
+        return Completeness.MAY_GO_ON
+    return Completeness.PARTIAL
