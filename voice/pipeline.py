@@ -45,7 +45,7 @@ PAUSE_SILENCE = 0.24  # ... a command whose free text (a name, a message) may go
 END_SILENCE = 0.35  # ... any other utterance
 INTERIM_EVERY = 0.3  # seconds of audio between interim results
 MAX_UTTERANCE = 10.0  # the contract's limit: an utterance is cut and finalised here
-QUIET_DB = 35  # a frame this far below the utterance's loudest counts as silence
+QUIET_DB = 45  # a frame this far below the utterance's loudest counts as silence
 QUIET_RATIO = 10 ** (-QUIET_DB / 20)
 VAD_AGGRESSIVENESS = 2  # 0 (keeps most) .. 3 (drops most non-speech)
 
@@ -112,6 +112,8 @@ class Listener:
         One final answers each ``VOICE_AUDIO_END``: if silence already ended the utterance,
         that final was the answer; if nothing was said at all, the final is empty.
         """
+        # ``_finish`` leaves out a wordless final once the turn has one, so the end of a turn
+        # is never an empty final that hides the command just heard.
         results: list[Result] = []
         if self.pending and self.in_speech:
             self._feed_stream(self.pending + bytes(FRAME_BYTES - len(self.pending)), results)
@@ -172,11 +174,14 @@ class Listener:
 
     def _finish(self, reason: str, results: list[Result]) -> None:
         transcript = self.stream.finish()
-        results.append(Final(transcript, round(self.frames * FRAME_SECONDS, 2), reason))
+        seconds = round(self.frames * FRAME_SECONDS, 2)
         self.in_speech = False
         self.frames = self.silent = 0
         self.loudest = 0.0
         self.last_interim = ""
+        if not transcript.text and self.finals:
+            return  # no words after a final of this turn: a breath, the last word's tail
+        results.append(Final(transcript, seconds, reason))
         self.finals += 1
 
 

@@ -184,7 +184,10 @@ def test_sell_half_sells_the_floor_of_half_the_balance_the_page_shows(daphne_ser
     )
 
     say(page)
-    assert page.text_content("#voice-heard") == "sell half"
+    # After flite's soft final "f", the recogniser now and then also hears the grammar's
+    # "of it" ("sell half of it"), by a hair's breadth that depends on the near-silence the
+    # browser's microphone gives before the words; both are the same command.
+    assert page.text_content("#voice-heard") in ("sell half", "sell half of it")
     assert page.text_content("#voice-intent") == "EXECUTE_TRADE"
     assert page.text_content("#voice-params").startswith("sell half of your tokens (")
     assert page.text_content("#voice-response").startswith(

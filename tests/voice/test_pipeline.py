@@ -122,6 +122,34 @@ def test_free_text_may_go_on_so_it_waits_a_little_longer():
     assert finals(named, silence(0.1))
 
 
+class Heard(Recorder):
+    """A stream whose utterances are heard as ``texts``, in order."""
+
+    def __init__(self, *texts: str) -> None:
+        super().__init__()
+        self.texts = list(texts)
+
+    def partial(self) -> str:
+        return self.texts[0] if self.texts else ""
+
+    def finish(self) -> Transcript:
+        super().finish()
+        text = self.texts.pop(0)
+        return Transcript(text, 0.9 if text else 0.0)
+
+
+def test_a_wordless_sound_after_a_command_does_not_answer_the_turn_again():
+    """A breath or a word's tail after "sell half" must not end the turn with an empty final."""
+    speech = trimmed(speak("sell half"))
+    listener = Listener(Heard("sell half", ""))
+    [final] = finals(listener, speech + silence(0.3))
+    assert final.transcript.text == "sell half"
+    assert not finals(listener, trimmed(speak("ah")) + silence(0.05))  # still in speech
+    assert listener.end() == []  # VOICE_AUDIO_END: "sell half" answered this turn
+    [empty] = listener.end()  # a turn with nothing said is still answered, emptily
+    assert empty.transcript == Transcript("", 0.0)
+
+
 def test_how_complete_the_words_are():
     done, may_go_on, partial = Completeness.DONE, Completeness.MAY_GO_ON, Completeness.PARTIAL
     assert completeness("buy two sol") is done
