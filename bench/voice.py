@@ -22,6 +22,8 @@ Voices are split: the "tune" voices are the ones the grammar and engine were tun
     .venv/bin/python bench/voice.py            # the full run
     .venv/bin/python bench/voice.py --quick    # fewer voices and sentences
     .venv/bin/python bench/voice.py --jobs 2   # sessions in parallel (timings less meaningful)
+    .venv/bin/python bench/voice.py --cold     # each utterance opens its own session: how a
+                                               # session's first command fares
 """
 
 from __future__ import annotations
@@ -314,7 +316,7 @@ def describe(parameters: dict[str, str | bool]) -> str:
     return ", ".join(f"{k}={v}" for k, v in parameters.items())
 
 
-def report(outcomes: list[Outcome], seconds: float) -> None:
+def report(outcomes: list[Outcome], seconds: float, *, cold: bool = False) -> None:
     commands = [o for o in outcomes if o.utterance.command]
     others = [o for o in outcomes if not o.utterance.command]
 
@@ -334,7 +336,8 @@ def report(outcomes: list[Outcome], seconds: float) -> None:
     p95 = percentile(latencies, 0.95)
     heard_right = [o.latency for o in commands if o.finals and o.right]
     other_latencies = [o.latency for o in others if o.finals]
-    print(f"# Voice benchmark ({default_engine().name})\n")
+    how = ", cold: every utterance the first of its session" if cold else ""
+    print(f"# Voice benchmark ({default_engine().name}{how})\n")
     print(
         f"{len(commands)} command utterances ({len({o.utterance.text for o in commands})} "
         f"phrasings), {len(others)} non-commands, "
@@ -476,6 +479,11 @@ def main() -> None:
     parser.add_argument(
         "--end-silence", type=float, help="the listener's end-of-utterance silence (s), to compare"
     )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="every utterance the first of its own session (a fresh recogniser)",
+    )
     args = parser.parse_args()
     for tool in ("espeak-ng", "flite", "sox"):
         if shutil.which(tool) is None:
@@ -508,14 +516,18 @@ def main() -> None:
     ):
         indices = range(len(everything))
         list(pool.map(synthesise, everything, [Path(folder)] * len(everything), indices))
+    runs = list(sessions.values())
+    if args.cold:
+        runs = [Session(u.voice, args.end_silence, [u]) for u in everything]
     default_engine().open().close()  # load the model once before measuring
     started = time.perf_counter()
     if args.jobs > 1:
         with multiprocessing.get_context("fork").Pool(args.jobs) as workers:
-            per_session = workers.map(run_session, list(sessions.values()), chunksize=1)
+            per_session = workers.map(run_session, runs, chunksize=1)
     else:
-        per_session = [run_session(s) for s in sessions.values()]
-    report([o for outcomes in per_session for o in outcomes], time.perf_counter() - started)
+        per_session = [run_session(s) for s in runs]
+    outcomes = [o for outcomes in per_session for o in outcomes]
+    report(outcomes, time.perf_counter() - started, cold=args.cold)
 
 
 if __name__ == "__main__":
