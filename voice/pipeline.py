@@ -112,8 +112,9 @@ class Listener:
         One final answers each ``VOICE_AUDIO_END``: if silence already ended the utterance,
         that final was the answer; if nothing was said at all, the final is empty.
         """
-        # ``_finish`` leaves out a wordless final once the turn has one, so the end of a turn
-        # is never an empty final that hides the command just heard.
+        # ``_finish`` leaves out a wordless final that showed nothing once the turn has a final,
+        # so the end of a turn is never an empty final that hides the command just heard; words
+        # shown as interims always get their final.
         results: list[Result] = []
         if self.pending and self.in_speech:
             self._feed_stream(self.pending + bytes(FRAME_BYTES - len(self.pending)), results)
@@ -175,12 +176,13 @@ class Listener:
     def _finish(self, reason: str, results: list[Result]) -> None:
         transcript = self.stream.finish()
         seconds = round(self.frames * FRAME_SECONDS, 2)
+        shown = bool(self.last_interim)
         self.in_speech = False
         self.frames = self.silent = 0
         self.loudest = 0.0
         self.last_interim = ""
-        if not transcript.text and self.finals:
-            return  # no words after a final of this turn: a breath, the last word's tail
+        if not transcript.text and not shown and self.finals:
+            return  # nothing heard or shown after a final of this turn: a breath, a word's tail
         results.append(Final(transcript, seconds, reason))
         self.finals += 1
 

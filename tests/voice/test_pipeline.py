@@ -150,6 +150,25 @@ def test_a_wordless_sound_after_a_command_does_not_answer_the_turn_again():
     assert empty.transcript == Transcript("", 0.0)
 
 
+class Guessing(Heard):
+    """Shows words while it hears, then finds no command in them."""
+
+    def partial(self) -> str:
+        return "what are" if self.audio else ""
+
+
+def test_words_shown_while_hearing_always_get_a_final():
+    """Continuous speech: after a command, a sentence that is no command still gets its
+    (empty) final, or the interim words would stay on the screen."""
+    listener = Listener(Guessing("what is the price", ""))
+    speech = trimmed(speak("the weather is nice today"))
+    assert len(finals(listener, speech + silence(0.5))) == 1
+    results = listen(listener, speech + silence(0.5))
+    assert isinstance(results[0], Interim)
+    [empty] = [result for result in results if isinstance(result, Final)]
+    assert empty.transcript.text == ""
+
+
 def test_how_complete_the_words_are():
     done, may_go_on, partial = Completeness.DONE, Completeness.MAY_GO_ON, Completeness.PARTIAL
     assert completeness("buy two sol") is done
