@@ -110,11 +110,9 @@ class Listener:
         """The client ended the utterance (``VOICE_AUDIO_END``): finalise what was heard.
 
         One final answers each ``VOICE_AUDIO_END``: if silence already ended the utterance,
-        that final was the answer; if nothing was said at all, the final is empty.
+        that final was the answer (a sound after it that showed and heard no words gets none,
+        see ``_finish``); if nothing was said at all, the final is empty.
         """
-        # ``_finish`` leaves out a wordless final that showed nothing once the turn has a final,
-        # so the end of a turn is never an empty final that hides the command just heard; words
-        # shown as interims always get their final.
         results: list[Result] = []
         if self.pending and self.in_speech:
             self._feed_stream(self.pending + bytes(FRAME_BYTES - len(self.pending)), results)
@@ -201,18 +199,17 @@ class Completeness(enum.Enum):
 
 # Words a command can end with when nothing more is to come: a trade's unit or share.
 _TRADE_ENDINGS = frozenset({"sol", "solana", "tokens", "all", "everything", "half", "it", "them"})
-_FREE_TEXT = {"LAUNCH_TOKEN": "tokenName", "JOIN_ENVIRONMENT": "environmentName", "CHAT": "message"}
+_FIXED = frozenset({"MARKET_ANALYSIS", "GET_REWARDS", "CLAIM_REWARDS"})
+# Commands that end in free text; the parser gives them only once the text has a word.
+_FREE_TEXT = frozenset({"LAUNCH_TOKEN", "JOIN_ENVIRONMENT", "CHAT"})
 
 
 def completeness(text: str) -> Completeness:
     """How much of a command ``text`` is: the listener ends on a shorter silence the more."""
-    command = parse_command(text)
-    if command.intent in ("MARKET_ANALYSIS", "GET_REWARDS", "CLAIM_REWARDS"):
-        return Completeness.DONE
+    intent = parse_command(text).intent
     words = text.split()
-    if command.intent == "EXECUTE_TRADE" and words and words[-1] in _TRADE_ENDINGS:
+    if intent in _FIXED or (intent == "EXECUTE_TRADE" and words[-1] in _TRADE_ENDINGS):
         return Completeness.DONE
-    free_text = _FREE_TEXT.get(command.intent)
-    if free_text and command.parameters.get(free_text):
+    if intent in _FREE_TEXT:
         return Completeness.MAY_GO_ON
     return Completeness.PARTIAL
