@@ -154,20 +154,26 @@ def _words(hypothesis: str) -> str:
 
 @functools.cache
 def _grammar_dictionary() -> str:
-    """A pronunciation dictionary of the grammar's words only (loads in milliseconds)."""
+    """The grammar's words from the model's dictionary plus ``PRONUNCIATIONS`` (loads in ms)."""
     from pocketsphinx import get_model_path
 
-    from voice.grammar import garbage_words, grammar_words
+    from voice.grammar import PRONUNCIATIONS, garbage_words, grammar_words
 
     wanted = grammar_words()
     lines = []
+    entries: dict[str, int] = {}
     with open(
         os.path.join(get_model_path(), "en-us", "cmudict-en-us.dict"), encoding="utf-8"
     ) as source:
         for line in source:
-            word = line.split(" ", 1)[0]
-            if word.split("(", 1)[0] in wanted:
+            word = line.split(" ", 1)[0].split("(", 1)[0]
+            if word in wanted:
                 lines.append(line)
+                entries[word] = entries.get(word, 0) + 1
+    for word, phones in PRONUNCIATIONS.items():
+        if word in wanted:
+            entries[word] = entries.get(word, 0) + 1
+            lines.append(f"{word}({entries[word]}) {phones}\n")
     lines.extend(f"{word} {phone}\n" for word, phone in garbage_words().items())
     handle, path = tempfile.mkstemp(prefix="funpump-voice-", suffix=".dict")
     atexit.register(os.remove, path)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.voice.speech import silence, speak
-from voice.engines import NOISE_FLOOR, SphinxStream, default_engine
+from voice.engines import NOISE_FLOOR, SphinxStream, _grammar_dictionary, default_engine
 from voice.pipeline import Final, Listener
 
 
@@ -60,3 +60,13 @@ def test_a_first_sound_after_digital_silence_is_heard(text, speed):
     # Without the noise floor, espeak-ng's exact-zero silence swallowed the "s" of "sell":
     # nothing was heard, or a chat message ("say a ok no").
     assert hear(text, speed) == [text]
+
+
+@pytest.mark.parametrize("speed", [165, 175])
+def test_sell_said_like_sill_is_still_a_sale(speed):
+    # The recogniser hears espeak-ng's "sell" as "sill"; without that pronunciation the words
+    # became a chat message ("say like who our do").
+    assert hear("sell a quarter", speed) == ["sell a quarter"]
+    with open(_grammar_dictionary(), encoding="utf-8") as dictionary:
+        entries = dictionary.read().splitlines()
+    assert "sell S EH L" in entries and "sell(2) S IH L" in entries
