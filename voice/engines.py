@@ -11,7 +11,9 @@ that ships inside the package and FunPump's command grammar (``voice/grammar.py`
 per session. Beside the commands, the grammar holds a costly loop of single phones: speech that
 fits no command is cheaper to explain as phones than as a forced command, and a hypothesis that
 went through that loop is no transcript at all. That is what keeps "the weather is nice today"
-from being read as "buy one thousand".
+from being read as "buy one thousand". The decoder hears the audio over a faint noise floor
+(``NOISE_FLOOR``), and its dictionary adds FunPump's own pronunciations (``PRONUNCIATIONS`` in
+the grammar) to the model's.
 """
 
 from __future__ import annotations
