@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from tests.voice.speech import silence, speak
-from voice.engines import NOISE_FLOOR, SphinxStream, _grammar_dictionary, default_engine
+from voice.engines import (
+    CALIBRATE,
+    NOISE_FLOOR,
+    SphinxStream,
+    _cepstrum,
+    _grammar_dictionary,
+    default_engine,
+)
 from voice.pipeline import Final, Listener
 
 
@@ -19,13 +26,21 @@ class FakeDecoder:
     def start_utt(self) -> None:
         pass
 
+    def get_cmn(self, update: bool) -> str:
+        return "40,3,-1"
+
+    def set_cmn(self, cmn: str) -> None:
+        pass
+
     def process_raw(self, pcm: bytes, no_search: bool, full_utt: bool) -> None:
         self.audio += pcm
 
 
 def fed(pcm: bytes) -> np.ndarray:
     decoder = FakeDecoder()
-    SphinxStream(decoder).accept(pcm)
+    stream = SphinxStream(decoder)
+    stream.calibrated = True  # the audio once, as it is heard
+    stream.accept(pcm)
     return np.frombuffer(decoder.audio, dtype="<i2").astype(np.float64)
 
 
@@ -55,7 +70,7 @@ def hear(text: str, speed: int) -> list[str]:
     return [r.transcript.text for r in results if isinstance(r, Final)]
 
 
-@pytest.mark.parametrize(("text", "speed"), [("sell all", 165), ("sell half", 175)])
+@pytest.mark.parametrize(("text", "speed"), [("sell all", 200), ("sell half", 165)])
 def test_a_first_sound_after_digital_silence_is_heard(text, speed):
     # Without the noise floor, espeak-ng's exact-zero silence swallowed the "s" of "sell":
     # nothing was heard, or a chat message ("say a ok no").
@@ -70,3 +85,29 @@ def test_sell_said_like_sill_is_still_a_sale(speed):
     with open(_grammar_dictionary(), encoding="utf-8") as dictionary:
         entries = dictionary.read().splitlines()
     assert "sell S EH L" in entries and "sell(2) S IH L" in entries
+
+
+@pytest.mark.parametrize(
+    "text", ["join environment alpha", "buy seven point two five sol", "join the demo room"]
+)
+def test_a_sessions_first_command_is_heard_with_the_speakers_own_cepstral_mean(text):
+    # Each of these, as a session's first utterance, was heard with pocketsphinx's starting mean
+    # as something else ("join the white delta", "buy seventy point two five sol") or nothing.
+    assert hear(text, 175) == [text]
+
+
+def test_the_calibrated_mean_is_the_mean_of_the_audio_it_came_from():
+    pcm = silence(0.2) + speak("join environment alpha", "en-us", speed=175)
+    audio = pcm[: int(CALIBRATE * 32_000)]
+    stream = default_engine().open()
+    stream.accept(audio)
+    assert stream.calibrated
+    calibrated = np.array(_cepstrum(stream.decoder.get_cmn(False)))
+    assert calibrated[0] > 45  # pocketsphinx starts at 40; this voice's speech is louder
+    # Heard again from the calibrated mean, the same audio leaves the mean where it is.
+    check = default_engine().open()
+    check.decoder.set_cmn(stream.decoder.get_cmn(False))
+    check.decoder.start_utt()
+    check.decoder.process_raw(SphinxStream(None)._with_noise_floor(audio), False, False)
+    again = np.array(_cepstrum(check.decoder.get_cmn(True)))
+    np.testing.assert_allclose(again, calibrated, atol=0.3)
