@@ -94,10 +94,9 @@ HEARD = 0.9
 class SphinxStream:
     """One pocketsphinx grammar decoder over one session's utterances."""
 
-    def __init__(self, decoder: Any, noise_floor: float = NOISE_FLOOR) -> None:
+    def __init__(self, decoder: Any) -> None:
         self.decoder = decoder
         self.active = False
-        self.noise_floor = noise_floor
         self.noise = np.random.default_rng(NOISE_SEED)
         self.calibrated = False
         self.heard = bytearray()  # the utterance so far, until the mean is calibrated
@@ -107,8 +106,9 @@ class SphinxStream:
         if not self.active:
             if not self.calibrated:
                 # Set afresh, the mean has a known weight behind it: CMN_WINDOW frames.
-                self.start_mean = _cepstrum(self.decoder.get_cmn(False))
-                self.decoder.set_cmn(self.decoder.get_cmn(False))
+                mean = self.decoder.get_cmn(False)
+                self.decoder.set_cmn(mean)
+                self.start_mean = _cepstrum(mean)
                 self.heard = bytearray()
             self.decoder.start_utt()
             self.active = True
@@ -120,10 +120,8 @@ class SphinxStream:
                 self._calibrate(bytes(self.heard))
 
     def _with_noise_floor(self, pcm: bytes) -> bytes:
-        if not self.noise_floor:
-            return pcm
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-        samples += self.noise.normal(0.0, self.noise_floor, samples.size)
+        samples += self.noise.normal(0.0, NOISE_FLOOR, samples.size)
         return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
 
     def _calibrate(self, audio: bytes) -> None:
