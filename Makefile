@@ -10,7 +10,7 @@ PORT ?= 8000
 export DJANGO_DEBUG ?= 1
 export DJANGO_SETTINGS_MODULE := funpump.settings
 
-.PHONY: run test lint typecheck pytest migrate demo bench bench-voice clean
+.PHONY: run test lint typecheck pytest migrate demo voice-model bench bench-voice clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -32,7 +32,11 @@ migrate: $(VENV)/.runtime
 demo: migrate
 	$(BIN)/python manage.py create_environment "Demo launch" --id demo --if-missing
 
-run: demo
+# The speech model, rebuilt for this machine's ONNX Runtime once (cached), not on the first call.
+voice-model: $(VENV)/.runtime
+	$(BIN)/python -m voice.moonshine
+
+run: demo voice-model
 	@echo "FunPump on http://$(HOST):$(PORT)  (WebSocket ws://$(HOST):$(PORT)/ws)"
 	$(BIN)/python -m funpump.serve -b $(HOST) -p $(PORT)
 

@@ -6,11 +6,19 @@ words so far (interim results), ``finish`` ends the utterance and returns its fi
 :class:`Transcript`. Streams are not thread-safe: the pipeline gives each one to a single worker
 at a time. A cloud engine plugs in by implementing the same two classes.
 
-The default engine, :class:`SphinxEngine`, is offline: pocketsphinx 5 with the acoustic model
-that ships inside the package and FunPump's command grammar (``voice/grammar.py``), one decoder
-per session. Beside the commands, the grammar holds a costly loop of single phones: speech that
-fits no command is cheaper to explain as phones than as a forced command, and a hypothesis that
-went through that loop is no transcript at all. That is what keeps "the weather is nice today"
+The default engine, :class:`RescoredEngine`, is offline and uses two recognisers, each with a
+model that ships inside its package. pocketsphinx hears the words as they come (interims) and
+decides whether the speech is a command at all; once the utterance ends, Moonshine, a neural
+model far surer of what it hears, reads it within the same grammar (``voice/moonshine.py``) and
+its reading replaces pocketsphinx's words when it finds them much less likely than its own
+(``MARGIN``). The listener calls ``prepare`` when the speech pauses, so that reading is done
+while the end-of-utterance silence is waited out, not after it.
+
+:class:`SphinxEngine` is pocketsphinx 5 with the acoustic model that ships inside the package and
+FunPump's command grammar (``voice/grammar.py``), one decoder per session. Beside the commands,
+the grammar holds a costly loop of single phones: speech that fits no command is cheaper to
+explain as phones than as a forced command, and a hypothesis that went through that loop is no
+transcript at all. That is what keeps "the weather is nice today"
 from being read as "buy one thousand". The decoder hears the audio over a faint noise floor
 (``NOISE_FLOOR``), and its dictionary adds FunPump's own pronunciations (``PRONUNCIATIONS`` in
 the grammar) to the model's.
@@ -20,9 +28,11 @@ from __future__ import annotations
 
 import atexit
 import functools
+import math
 import os
+import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -45,6 +55,10 @@ class RecognitionStream(Protocol):
 
     def partial(self) -> str:
         """The best guess so far at the current utterance's words."""
+
+    def prepare(self) -> None:
+        """Speech may have ended: a stream may start its final's work now, while the listener
+        waits out the silence (``finish`` reuses it if nothing audible came after)."""
 
     def finish(self) -> Transcript:
         """End the current utterance and return its final transcript."""
@@ -144,6 +158,9 @@ class SphinxStream:
         hypothesis = self.decoder.hyp() if self.active else None
         return _words(hypothesis.hypstr) if hypothesis is not None else ""
 
+    def prepare(self) -> None:
+        """Nothing to prepare: pocketsphinx decodes as the audio comes."""
+
     def finish(self) -> Transcript:
         if not self.active:
             return Transcript("", 0.0)
@@ -227,7 +244,124 @@ def _grammar_dictionary() -> str:
     return path
 
 
+# Rescoring: pocketsphinx hears as the audio comes (interims, and whether the speech is a command
+# at all: its garbage loop); Moonshine, a neural model, reads the whole utterance within the
+# grammar for the final. pocketsphinx's words stand unless Moonshine finds them at least MARGIN
+# (natural log) less likely than its own reading; when pocketsphinx heard no command, Moonshine's
+# reading counts only if its tokens average at least SURE. Both settings are from the voice bench
+# (bench/voice.py), which they moved from 84% to 94% of commands right.
+MARGIN = 4.0
+SURE = -2.0  # mean log-probability per token
+LEAD = 0.2  # seconds of silence Moonshine hears before and after the speech
+QUIET = 10 ** (-45 / 20)  # audio this far below the utterance's loudest 10 ms is silence
+# A reading made when the speech seemed to end still stands if nothing after it came within this
+# of the utterance's loudest (the fading tail of the last sound does not count).
+AFTER = 10 ** (-30 / 20)
+
+
+@dataclass(slots=True)
+class Reading:
+    """Moonshine's reading of the start of an utterance."""
+
+    heard: int  # samples of the utterance it read
+    hidden: Any  # the encoder's output, kept to score pocketsphinx's words against
+    words: str
+    sure: float  # mean log-probability per token
+    decided: dict[str, str] = field(default_factory=dict)  # pocketsphinx's words -> the final's
+
+
+class RescoredStream:
+    """pocketsphinx for interims and a first opinion, Moonshine for the final's words."""
+
+    def __init__(self, first: SphinxStream, model: Any, grammar: Any) -> None:
+        self.first = first
+        self.model = model
+        self.grammar = grammar
+        self.audio = bytearray()  # the utterance so far (the listener bounds it to 10 s)
+        self.prepared: Reading | None = None
+
+    def accept(self, pcm: bytes) -> None:
+        self.first.accept(pcm)
+        self.audio += pcm
+
+    def partial(self) -> str:
+        return self.first.partial()
+
+    def prepare(self) -> None:
+        audio = np.frombuffer(bytes(self.audio), dtype="<i2").astype(np.float32) / 32768
+        if self.prepared is None or _levels(audio[self.prepared.heard :]).max(
+            initial=0.0
+        ) >= AFTER * _levels(audio).max(initial=0.0):
+            self.prepared = self._read(audio)
+        self._decide(self.prepared, self.first.partial())
+
+    def _read(self, audio: np.ndarray) -> Reading:
+        """Moonshine's reading, within the grammar, of the utterance so far."""
+        speech = _speech(audio)
+        if not speech.size:
+            return Reading(audio.size, None, "", -math.inf)
+        hidden = self.model.encode(speech)
+        tokens, score = self.model.search(hidden, self.grammar)
+        words = re.sub(r"[^a-z' ]", " ", self.model.text(tokens).lower()).split()
+        return Reading(audio.size, hidden, " ".join(words), score / max(1, len(tokens)))
+
+    def _decide(self, reading: Reading, first: str) -> str:
+        """The final's words, from pocketsphinx's ``first`` and Moonshine's ``reading``."""
+        if first not in reading.decided:
+            if reading.hidden is None or first == reading.words:
+                words = first
+            elif not first:
+                words = reading.words if reading.sure >= SURE else ""
+            else:
+                kept, read = self.model.score(reading.hidden, [first, reading.words])
+                words = first if kept >= read - MARGIN else reading.words
+            reading.decided[first] = words
+        return reading.decided[first]
+
+    def finish(self) -> Transcript:
+        first = self.first.finish()
+        self.prepare()
+        assert self.prepared is not None
+        words = self._decide(self.prepared, first.text)
+        self.audio, self.prepared = bytearray(), None
+        return first if words == first.text else Transcript(words, HEARD)
+
+    def close(self) -> None:
+        self.first.close()
+        self.audio, self.prepared = bytearray(), None
+
+
+def _levels(samples: np.ndarray) -> np.ndarray:
+    """The RMS level of each whole 10 ms of ``samples``."""
+    frame = SAMPLE_RATE // 100
+    frames = samples[: samples.size - samples.size % frame].reshape(-1, frame)
+    return np.sqrt((frames * frames).mean(axis=1)) if frames.size else np.zeros(0)
+
+
+def _speech(samples: np.ndarray) -> np.ndarray:
+    """The utterance as Moonshine should hear it: ``LEAD`` of silence, the audio up to ``LEAD``
+    after its last audible 10 ms, ``LEAD`` of silence; empty if nothing is audible."""
+    levels = _levels(samples)
+    if not levels.size or levels.max() == 0:
+        return np.zeros(0, np.float32)
+    last = np.flatnonzero(levels > levels.max() * QUIET)[-1]
+    end = min(samples.size, (last + 1) * (SAMPLE_RATE // 100) + int(LEAD * SAMPLE_RATE))
+    pause = np.zeros(int(LEAD * SAMPLE_RATE), np.float32)
+    return np.concatenate([pause, samples[:end], pause])
+
+
+class RescoredEngine:
+    """pocketsphinx rescored by Moonshine (``voice/moonshine.py``)."""
+
+    name = "pocketsphinx + moonshine"
+
+    def open(self) -> RescoredStream:
+        from voice import moonshine
+
+        return RescoredStream(SphinxEngine().open(), moonshine.load(), moonshine.command_grammar())
+
+
 @functools.cache
 def default_engine() -> Engine:
-    """The process's engine: offline pocketsphinx (the one that ships)."""
-    return SphinxEngine()
+    """The process's engine: pocketsphinx rescored by Moonshine, both offline."""
+    return RescoredEngine()

@@ -43,6 +43,7 @@ START_SPEECH = 0.09  # seconds of voiced frames (within the pre-roll) that start
 DONE_SILENCE = 0.15  # seconds of silence that end an utterance that is a complete command
 PAUSE_SILENCE = 0.24  # ... a command whose free text (a name, a message) may go on
 END_SILENCE = 0.35  # ... any other utterance
+PREPARE_SILENCE = 0.06  # seconds of silence after which the stream may start on the final
 INTERIM_EVERY = 0.3  # seconds of audio between interim results
 MAX_UTTERANCE = 10.0  # the contract's limit: an utterance is cut and finalised here
 QUIET_DB = 45  # a frame this far below the utterance's loudest counts as silence
@@ -88,6 +89,7 @@ class Listener:
         )
         self.max_frames = round(max_utterance / FRAME_SECONDS)
         self.start_frames = max(1, round(START_SPEECH / FRAME_SECONDS))
+        self.prepare_frames = max(1, round(PREPARE_SILENCE / FRAME_SECONDS))
         self.interim_frames = max(1, round(INTERIM_EVERY / FRAME_SECONDS))
         self.in_speech = False
         self.frames = 0  # frames of the current utterance
@@ -147,6 +149,8 @@ class Listener:
         # than the utterance's loudest is silence whatever it says, so the end comes sooner.
         quiet = level < self.loudest * QUIET_RATIO
         self.silent = 0 if voiced and not quiet else self.silent + 1
+        if self.silent == self.prepare_frames:
+            self.stream.prepare()  # the final's work starts while the silence is waited out
         if self.silent >= self.end_frames or self._heard_enough():
             self._finish("silence", results)
         elif self.frames >= self.max_frames:

@@ -1,4 +1,5 @@
-"""The offline engine: what the recogniser is given to hear, and words it must not mishear."""
+"""The offline engines: what the recognisers are given to hear, how Moonshine rescores
+pocketsphinx, and words they must not mishear."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ import pytest
 from tests.voice.speech import silence, speak
 from voice.engines import (
     CALIBRATE,
+    LEAD,
+    MARGIN,
     NOISE_FLOOR,
+    SURE,
+    Engine,
+    Reading,
+    RescoredStream,
+    SphinxEngine,
     SphinxStream,
+    Transcript,
     _cepstrum,
     _grammar_dictionary,
+    _speech,
     default_engine,
 )
 from voice.pipeline import Final, Listener
@@ -62,9 +72,10 @@ def test_the_recogniser_hears_a_faint_fixed_noise_floor_under_the_audio():
     np.testing.assert_array_equal(fed(speech), heard)
 
 
-def hear(text: str, speed: int) -> list[str]:
-    listener = Listener(default_engine().open())
-    results = listener.feed(silence(0.3) + speak(text, "en-us", speed=speed) + silence(0.8))
+def hear(text: str, speed: int, voice: str = "en-us", engine: Engine | None = None) -> list[str]:
+    """The finals of ``text`` as a session's first utterance (pocketsphinx alone by default)."""
+    listener = Listener((engine or SphinxEngine()).open())
+    results = listener.feed(silence(0.3) + speak(text, voice, speed=speed) + silence(0.8))
     results += listener.end()
     listener.close()
     return [r.transcript.text for r in results if isinstance(r, Final)]
@@ -99,15 +110,132 @@ def test_a_sessions_first_command_is_heard_with_the_speakers_own_cepstral_mean(t
 def test_the_calibrated_mean_is_the_mean_of_the_audio_it_came_from():
     pcm = silence(0.2) + speak("join environment alpha", "en-us", speed=175)
     audio = pcm[: int(CALIBRATE * 32_000)]
-    stream = default_engine().open()
+    stream = SphinxEngine().open()
     stream.accept(audio)
     assert stream.calibrated
     calibrated = np.array(_cepstrum(stream.decoder.get_cmn(False)))
     assert calibrated[0] > 45  # pocketsphinx starts at 40; this voice's speech is louder
     # Heard again from the calibrated mean, the same audio leaves the mean where it is.
-    check = default_engine().open()
+    check = SphinxEngine().open()
     check.decoder.set_cmn(stream.decoder.get_cmn(False))
     check.decoder.start_utt()
     check.decoder.process_raw(SphinxStream(None)._with_noise_floor(audio), False, False)
     again = np.array(_cepstrum(check.decoder.get_cmn(True)))
     np.testing.assert_allclose(again, calibrated, atol=0.3)
+
+
+# Rescoring: pocketsphinx's words against Moonshine's reading.
+
+
+class FirstOpinion:
+    """Stands in for the pocketsphinx stream: hears ``text`` whatever the audio."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.closed = False
+
+    def accept(self, pcm: bytes) -> None:
+        pass
+
+    def partial(self) -> str:
+        return self.text
+
+    def finish(self) -> Transcript:
+        return Transcript(self.text, 0.9 if self.text else 0.0)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeMoonshine:
+    """Stands in for the model: reads ``words`` at ``sure`` per token; ``scores`` gives each
+    text's log-probability. Counts its encodings."""
+
+    def __init__(self, words: str, sure: float = -0.5, scores: dict[str, float] | None = None):
+        self.words, self.sure, self.scores = words, sure, scores or {}
+        self.encoded = 0
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        self.encoded += 1
+        return audio
+
+    def search(self, hidden: np.ndarray, grammar: object) -> tuple[list[int], float]:
+        tokens = list(range(len(self.words.split()) + 1))
+        return tokens, self.sure * len(tokens)
+
+    def text(self, tokens: list[int]) -> str:
+        return self.words.capitalize() + "."
+
+    def score(self, hidden: np.ndarray, texts: list[str]) -> list[float]:
+        return [self.scores[text] for text in texts]
+
+
+def rescored(first: str, model: FakeMoonshine) -> Transcript:
+    stream = RescoredStream(FirstOpinion(first), model, grammar=None)  # type: ignore[arg-type]
+    stream.accept(speak("sell all", "en-us", speed=175))
+    return stream.finish()
+
+
+def test_moonshine_replaces_pocketsphinx_only_when_it_is_much_surer():
+    near = {"say lol": -10.0, "sell all": -10.0 - MARGIN + 0.5}
+    assert rescored("say lol", FakeMoonshine("sell all", scores=near)).text == "say lol"
+    far = {"say lol": -10.0 - MARGIN - 0.5, "sell all": -10.0}
+    assert rescored("say lol", FakeMoonshine("sell all", scores=far)).text == "sell all"
+    assert rescored("sell all", FakeMoonshine("sell all")).text == "sell all"  # no scoring
+
+
+def test_when_pocketsphinx_hears_no_command_moonshine_must_be_sure():
+    assert rescored("", FakeMoonshine("sell all", sure=SURE + 0.5)).text == "sell all"
+    assert rescored("", FakeMoonshine("sell all", sure=SURE - 0.5)) == Transcript("", 0.0)
+
+
+def test_a_reading_made_when_the_speech_paused_is_reused_unless_speech_came_after():
+    model = FakeMoonshine("sell all")
+    stream = RescoredStream(FirstOpinion("sell all"), model, grammar=None)  # type: ignore[arg-type]
+    stream.accept(silence(0.2) + speak("sell all", "en-us", speed=175))
+    stream.prepare()
+    stream.accept(silence(0.3))
+    assert stream.finish().text == "sell all"
+    assert model.encoded == 1  # the final did not read the audio again
+
+    stream.accept(speak("sell", "en-us", speed=175))
+    stream.prepare()
+    stream.accept(speak("all", "en-us", speed=175))  # the speech went on
+    stream.finish()
+    assert model.encoded == 3
+    stream.close()
+    assert stream.first.closed  # type: ignore[attr-defined]
+
+
+def test_moonshine_hears_the_speech_up_to_its_fading_end_between_short_silences():
+    speech = np.frombuffer(speak("buy two sol"), dtype="<i2").astype(np.float32) / 32768
+    audio = np.concatenate([speech, np.zeros(16_000, np.float32)])  # a second of silence after
+    pause = int(LEAD * 16_000)
+    heard = _speech(audio)
+    assert not heard[:pause].any() and not heard[-pause:].any()
+    kept = heard[pause:-pause]
+    loud = np.flatnonzero(np.abs(speech) > 0.01)[-1]  # the last clearly audible sample
+    assert loud + pause <= kept.size <= speech.size + pause
+    np.testing.assert_array_equal(kept, audio[: kept.size])
+    assert _speech(np.zeros(16_000, np.float32)).size == 0
+
+
+def test_the_default_engine_rescores_pocketsphinx_with_moonshine():
+    stream = default_engine().open()
+    assert isinstance(stream, RescoredStream) and isinstance(stream.first, SphinxStream)
+    assert isinstance(Reading(0, None, "", 0.0).decided, dict)
+    stream.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "voice", "speed"),
+    [
+        ("sell half", "en-gb", 175),
+        ("buy seven point two five sol", "en-gb", 175),
+        ("sell everything", "en-us+f3", 165),
+    ],
+)
+def test_moonshine_hears_commands_pocketsphinx_misses(text, voice, speed):
+    # pocketsphinx alone heard these as nothing, or as a chat message ("say who am we be").
+    assert hear(text, speed, voice) != [text]
+    assert hear(text, speed, voice, default_engine()) == [text]

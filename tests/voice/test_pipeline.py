@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from tests.voice.speech import chunks, silence, speak
 from voice.engines import Transcript
-from voice.pipeline import Completeness, Final, Interim, Listener, completeness
+from voice.pipeline import (
+    PRE_ROLL,
+    PREPARE_SILENCE,
+    Completeness,
+    Final,
+    Interim,
+    Listener,
+    completeness,
+)
 
 
 class Recorder:
@@ -13,12 +21,16 @@ class Recorder:
     def __init__(self) -> None:
         self.audio = b""
         self.utterances: list[bytes] = []
+        self.prepared: list[int] = []  # bytes of the utterance when each prepare() came
 
     def accept(self, pcm: bytes) -> None:
         self.audio += pcm
 
     def partial(self) -> str:
         return f"{len(self.audio)} bytes"
+
+    def prepare(self) -> None:
+        self.prepared.append(len(self.audio))
 
     def finish(self) -> Transcript:
         self.utterances.append(self.audio)
@@ -57,6 +69,22 @@ def test_two_sentences_with_a_pause_are_two_utterances_with_interims_first():
     for utterance in stream.utterances:
         assert 0.8 * len(speech) <= len(utterance) <= len(speech) + 32_000 * 0.7
     assert listener.end() == []  # silence already answered the turn
+
+
+def test_the_stream_may_start_on_the_final_once_the_speech_pauses():
+    """prepare() comes when a silence starts (so a slow final engine works while the listener
+    waits the silence out), and again after each later pause; never before speech."""
+    stream = Recorder()
+    listener = Listener(stream)
+    speech = trimmed(speak("buy two sol"))
+    listen(listener, silence(0.5))
+    assert stream.prepared == []
+    assert [r for r in listen(listener, speech + silence(1)) if isinstance(r, Final)]
+    assert stream.prepared, "no prepare() before the final"
+    first = stream.prepared[0]
+    pause = 32_000 * 0.1
+    assert len(speech) - pause <= first <= len(speech) + 32_000 * (PRE_ROLL + PREPARE_SILENCE + 0.1)
+    assert len(stream.utterances[0]) > stream.prepared[-1]  # the final came after it
 
 
 def test_an_utterance_is_cut_at_ten_seconds():
