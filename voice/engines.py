@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import logging
 import math
 import os
 import re
@@ -39,6 +40,8 @@ import numpy as np
 
 SAMPLE_RATE = 16_000
 BYTES_PER_SECOND = SAMPLE_RATE * 2
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,5 +366,11 @@ class RescoredEngine:
 
 @functools.cache
 def default_engine() -> Engine:
-    """The process's engine: pocketsphinx rescored by Moonshine, both offline."""
-    return RescoredEngine()
+    """The process's engine: pocketsphinx rescored by Moonshine, both offline; pocketsphinx
+    alone where Moonshine's package is not installed (it ships for x86-64 only)."""
+    from voice import moonshine
+
+    if moonshine.available():
+        return RescoredEngine()
+    logger.warning("moonshine-cpp is not installed: voice finals come from pocketsphinx alone")
+    return SphinxEngine()

@@ -44,6 +44,11 @@ PRIOR = 0.5  # weight of the grammar's own probabilities beside the model's
 THREADS = 1  # ONNX Runtime threads per call: recognition runs on one core
 
 
+def available() -> bool:
+    """Whether the model's package is installed."""
+    return importlib.util.find_spec("moonshine_cpp") is not None
+
+
 def model_folder() -> Path:
     """Where ``moonshine-cpp`` keeps the English base model (found without importing it: its
     module loads its own native libraries, which this process does not use)."""
@@ -531,6 +536,9 @@ def command_grammar() -> TokenGrammar:
 
 
 if __name__ == "__main__":  # python -m voice.moonshine: build the cached models ahead of time
-    started = time.perf_counter()
-    load()
-    print(f"Moonshine ready in {cache_folder()} ({time.perf_counter() - started:.1f} s)")
+    if not available():
+        print("moonshine-cpp is not installed: voice finals will come from pocketsphinx alone")
+    else:
+        started = time.perf_counter()
+        load()
+        print(f"Moonshine ready in {cache_folder()} ({time.perf_counter() - started:.1f} s)")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tests.voice.speech import silence, speak
+from voice import moonshine
 from voice.engines import (
     CALIBRATE,
     LEAD,
@@ -220,6 +221,12 @@ def test_moonshine_hears_the_speech_up_to_its_fading_end_between_short_silences(
     assert _speech(np.zeros(16_000, np.float32)).size == 0
 
 
+with_moonshine = pytest.mark.skipif(
+    not moonshine.available(), reason="moonshine-cpp ships for x86-64 only; it is not installed"
+)
+
+
+@with_moonshine
 def test_the_default_engine_rescores_pocketsphinx_with_moonshine():
     stream = default_engine().open()
     assert isinstance(stream, RescoredStream) and isinstance(stream.first, SphinxStream)
@@ -227,6 +234,17 @@ def test_the_default_engine_rescores_pocketsphinx_with_moonshine():
     stream.close()
 
 
+def test_without_moonshines_package_pocketsphinx_works_alone(monkeypatch, caplog):
+    monkeypatch.setattr(moonshine, "available", lambda: False)
+    default_engine.cache_clear()
+    try:
+        assert isinstance(default_engine(), SphinxEngine)
+        assert "pocketsphinx alone" in caplog.text
+    finally:
+        default_engine.cache_clear()
+
+
+@with_moonshine
 @pytest.mark.parametrize(
     ("text", "voice", "speed"),
     [

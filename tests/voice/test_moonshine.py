@@ -10,6 +10,10 @@ from voice import moonshine
 from voice.engines import _speech
 from voice.moonshine import STOPPED, TokenGrammar, read_vocabulary
 
+pytestmark = pytest.mark.skipif(
+    not moonshine.available(), reason="moonshine-cpp ships for x86-64 only; it is not installed"
+)
+
 
 def audio(text: str, voice: str = "en-us", speed: int = 165) -> np.ndarray:
     samples = np.frombuffer(speak(text, voice, speed=speed), dtype="<i2").astype(np.float32)
