@@ -11,7 +11,8 @@ model that ships inside its package. pocketsphinx hears the words as they come (
 decides whether the speech is a command at all; once the utterance ends, Moonshine, a neural
 model far surer of what it hears, reads it within the same grammar (``voice/moonshine.py``) and
 its reading replaces pocketsphinx's words when it finds them much less likely than its own
-(``MARGIN``). The listener calls ``prepare`` when the speech pauses, so that reading is done
+(``MARGIN``); when even its best reading is very unlikely, the speech is no command
+(``NO_COMMAND``). The listener calls ``prepare`` when the speech pauses, so that reading is done
 while the end-of-utterance silence is waited out, not after it.
 
 :class:`SphinxEngine` is pocketsphinx 5 with the acoustic model that ships inside the package and
@@ -251,10 +252,15 @@ def _grammar_dictionary() -> str:
 # at all: its garbage loop); Moonshine, a neural model, reads the whole utterance within the
 # grammar for the final. pocketsphinx's words stand unless Moonshine finds them at least MARGIN
 # (natural log) less likely than its own reading; when pocketsphinx heard no command, Moonshine's
-# reading counts only if its tokens average at least SURE. Both settings are from the voice bench
-# (bench/voice.py), which they moved from 84% to 94% of commands right.
+# reading counts only if its tokens average at least SURE. The settings are from the voice bench
+# (bench/voice.py): with them, 84% of its commands right became 95-96%.
 MARGIN = 4.0
-SURE = -2.0  # mean log-probability per token
+SURE = -2.0  # mean log-probability per token (the grammar prior included)
+# Below this, Moonshine's best reading within the grammar is so unlikely that the speech is no
+# command at all, whatever pocketsphinx heard: on the bench, every command heard right read at
+# -5.5 or above, and most non-commands that became a trade ("she sold her car last week" heard
+# as "sell all") at -7.4 or below.
+NO_COMMAND = -6.5
 LEAD = 0.2  # seconds of silence Moonshine hears before and after the speech
 QUIET = 10 ** (-45 / 20)  # audio this far below the utterance's loudest 10 ms is silence
 # A reading made when the speech seemed to end still stands if nothing after it came within this
@@ -311,7 +317,9 @@ class RescoredStream:
     def _decide(self, reading: Reading, first: str) -> str:
         """The final's words, from pocketsphinx's ``first`` and Moonshine's ``reading``."""
         if first not in reading.decided:
-            if reading.hidden is None or first == reading.words:
+            if reading.hidden is not None and reading.sure < NO_COMMAND:
+                words = ""  # no path of the grammar fits: whatever was said, it is no command
+            elif reading.hidden is None or first == reading.words:
                 words = first
             elif not first:
                 words = reading.words if reading.sure >= SURE else ""
@@ -327,7 +335,9 @@ class RescoredStream:
         assert self.prepared is not None
         words = self._decide(self.prepared, first.text)
         self.audio, self.prepared = bytearray(), None
-        return first if words == first.text else Transcript(words, HEARD)
+        if words == first.text:
+            return first
+        return Transcript(words, HEARD) if words else Transcript("", 0.0)
 
     def close(self) -> None:
         self.first.close()

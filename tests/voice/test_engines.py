@@ -12,6 +12,7 @@ from voice.engines import (
     CALIBRATE,
     LEAD,
     MARGIN,
+    NO_COMMAND,
     NOISE_FLOOR,
     SURE,
     Engine,
@@ -188,6 +189,14 @@ def test_moonshine_replaces_pocketsphinx_only_when_it_is_much_surer():
 def test_when_pocketsphinx_hears_no_command_moonshine_must_be_sure():
     assert rescored("", FakeMoonshine("sell all", sure=SURE + 0.5)).text == "sell all"
     assert rescored("", FakeMoonshine("sell all", sure=SURE - 0.5)) == Transcript("", 0.0)
+
+
+def test_speech_no_path_of_the_grammar_fits_is_no_command_whatever_pocketsphinx_heard():
+    # "she sold her car last week": pocketsphinx heard "sell all"; Moonshine's best reading
+    # within the grammar is far less likely than any command it hears right.
+    unsure = FakeMoonshine("sell all", sure=NO_COMMAND - 0.5)
+    assert rescored("sell all", unsure) == Transcript("", 0.0)
+    assert rescored("sell all", FakeMoonshine("sell all", sure=NO_COMMAND + 0.5)).text == "sell all"
 
 
 def test_a_reading_made_when_the_speech_paused_is_reused_unless_speech_came_after():
