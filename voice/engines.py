@@ -19,10 +19,9 @@ while the end-of-utterance silence is waited out, not after it.
 FunPump's command grammar (``voice/grammar.py``), one decoder per session. Beside the commands,
 the grammar holds a costly loop of single phones: speech that fits no command is cheaper to
 explain as phones than as a forced command, and a hypothesis that went through that loop is no
-transcript at all. That is what keeps "the weather is nice today"
-from being read as "buy one thousand". The decoder hears the audio over a faint noise floor
-(``NOISE_FLOOR``), and its dictionary adds FunPump's own pronunciations (``PRONUNCIATIONS`` in
-the grammar) to the model's.
+transcript at all. That is what keeps "the weather is nice today" from being read as "buy one
+thousand". The decoder hears the audio over a faint noise floor (``NOISE_FLOOR``), and its
+dictionary adds FunPump's own pronunciations (``PRONUNCIATIONS`` in the grammar) to the model's.
 """
 
 from __future__ import annotations
@@ -297,12 +296,18 @@ class RescoredStream:
         return self.first.partial()
 
     def prepare(self) -> None:
+        self._decide(self._reading(), self.first.partial())
+
+    def _reading(self) -> Reading:
+        """Moonshine's reading of the utterance so far: the prepared one, unless something
+        audible came after it."""
         audio = np.frombuffer(bytes(self.audio), dtype="<i2").astype(np.float32) / 32768
-        if self.prepared is None or _levels(audio[self.prepared.heard :]).max(
-            initial=0.0
-        ) >= AFTER * _levels(audio).max(initial=0.0):
-            self.prepared = self._read(audio)
-        self._decide(self.prepared, self.first.partial())
+        if self.prepared is not None:
+            since = _levels(audio[self.prepared.heard :]).max(initial=0.0)
+            if since < AFTER * _levels(audio).max(initial=0.0):
+                return self.prepared
+        self.prepared = self._read(audio)
+        return self.prepared
 
     def _read(self, audio: np.ndarray) -> Reading:
         """Moonshine's reading, within the grammar, of the utterance so far."""
@@ -331,9 +336,7 @@ class RescoredStream:
 
     def finish(self) -> Transcript:
         first = self.first.finish()
-        self.prepare()
-        assert self.prepared is not None
-        words = self._decide(self.prepared, first.text)
+        words = self._decide(self._reading(), first.text)
         self.audio, self.prepared = bytearray(), None
         if words == first.text:
             return first

@@ -45,13 +45,13 @@ THREADS = 1  # ONNX Runtime threads per call: recognition runs on one core
 
 
 def available() -> bool:
-    """Whether the model's package is installed."""
+    """Whether the model's package is installed (found without importing it: its module loads
+    its own native libraries, which this process does not use)."""
     return importlib.util.find_spec("moonshine_cpp") is not None
 
 
 def model_folder() -> Path:
-    """Where ``moonshine-cpp`` keeps the English base model (found without importing it: its
-    module loads its own native libraries, which this process does not use)."""
+    """Where ``moonshine-cpp`` keeps the English base model."""
     spec = importlib.util.find_spec("moonshine_cpp")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the moonshine-cpp package (Moonshine's model files) is not installed")
