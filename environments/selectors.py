@@ -10,8 +10,10 @@ from django.utils import timezone
 from environments import presence
 from environments.models import ChatMessage, Environment, Position
 from funpump.errors import DomainError, ErrorCode
+from funpump.realtime import Event
 from trading import curve
 from trading.market import market_snapshot
+from trading.models import Trade
 from trading.selectors import millis, trade_view, trades_recent, volume_24h
 
 HISTORY_SIZE = 50
@@ -71,6 +73,47 @@ def chat_view(message: ChatMessage) -> dict[str, Any]:
     }
 
 
+def trade_executed_view(trade: Trade) -> dict[str, Any]:
+    """The public data of ``VIRTUAL_TRADE_EXECUTED``, as broadcast and as read back later."""
+    return {
+        "trade": trade_view(trade),
+        "newReserves": {
+            "sol": str(trade.virtual_sol_after),
+            "token": str(trade.virtual_token_after),
+        },
+        "environmentId": trade.environment_id,
+        "sequence": trade.sequence,
+    }
+
+
+def environment_events(environment_id: str, after: int, upto: int) -> list[Event]:
+    """The events with ``after < sequence <= upto``, in order, as they were broadcast (public
+    copies): what a server process missed while Redis was down or a process was lost.
+
+    Hidden chat lines are included: they were broadcast before an operator hid them, and a
+    sequence number must never go missing.
+    """
+    trades = Trade.objects.filter(
+        environment_id=environment_id, sequence__gt=after, sequence__lte=upto
+    )
+    chat = ChatMessage.objects.filter(
+        environment_id=environment_id, sequence__gt=after, sequence__lte=upto
+    )
+    events = [
+        Event(environment_id, trade.sequence, "VIRTUAL_TRADE_EXECUTED", trade_executed_view(trade))
+        for trade in trades
+    ]
+    events += [
+        Event(environment_id, line.sequence, "CHAT_MESSAGE", chat_view(line)) for line in chat
+    ]
+    return sorted(events, key=lambda event: event.sequence)
+
+
+def environment_sequences(environment_ids: list[str]) -> dict[str, int]:
+    """Each environment's latest event ``sequence``."""
+    return dict(Environment.objects.filter(pk__in=environment_ids).values_list("id", "sequence"))
+
+
 def balance_view(position: Position) -> dict[str, str]:
     return {"sol": str(position.sol_balance), "token": str(position.token_balance)}
 
@@ -97,7 +140,8 @@ def environment_state(environment: Environment, position: Position) -> dict[str,
 
 
 def price_target(*, mint: str, environment_id: str | None) -> str:
-    """The environment whose curve prices ``mint`` for a ``SUBSCRIBE_PRICE``."""
+    """The environment whose curve prices ``mint`` for a ``SUBSCRIBE_PRICE``: the one asked for,
+    else the most recently created one open for trading (not closed, its curve not complete)."""
     if environment_id is not None:
         environment = environment_get(environment_id)
         if environment is None:
@@ -110,7 +154,8 @@ def price_target(*, mint: str, environment_id: str | None) -> str:
             )
         return environment.id
     latest = (
-        Environment.objects.filter(token_mint=mint, is_open=True)
+        # A complete curve (no real tokens left) takes no trades: its price is history.
+        Environment.objects.filter(token_mint=mint, is_open=True, real_token_reserves__gt=0)
         .order_by("-created_at")
         .values_list("id", flat=True)
         .first()

@@ -3,6 +3,12 @@
 ``FUNPUMP_RATE_LIMIT = "100/60"`` allows 100 messages in any 60 seconds. With Redis the window
 is a sorted set of timestamps per key, trimmed and counted by one Lua script, so the check and
 the update are atomic across processes. Without Redis a per-process log does the same.
+
+While Redis is down the limiter does not wait on it and does not let everyone through: the
+shared breaker (:mod:`funpump.breaker`) opens at the first failure and each process counts in
+its own window (:class:`LocalLimiter`) until Redis answers again, so a wallet keeps its limit
+per process (at most one window's worth more per extra process it is connected to). Redis is
+tried again once per cool-down, with a short timeout.
 """
 
 from __future__ import annotations
@@ -18,8 +24,17 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
+from funpump.breaker import Breaker, redis_breaker
 from funpump.throttling import parse_limit
+
+# A check is one round trip of well under a millisecond: anything much slower means Redis is in
+# trouble, and the message is counted locally rather than kept waiting.
+REDIS_TIMEOUT = 0.5
+REDIS_CONNECT_TIMEOUT = 0.25
 
 # KEYS[1] window key; ARGV: now (ms), window (ms), limit, wanted, unique member prefix.
 # Returns {granted, retryAfterMs}.
@@ -80,13 +95,25 @@ class LocalLimiter:
 
 
 class RedisLimiter:
-    """The window in Redis: every process and connection of a user shares it."""
+    """The window in Redis: every process and connection of a user shares it.
 
-    def __init__(self, url: str, prefix: str, limit: int, window: float) -> None:
+    While the breaker is open (Redis down), :attr:`fallback` counts for this process instead.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        limit: int,
+        window: float,
+        breaker: Breaker = redis_breaker,
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.limit = limit
         self.window_ms = int(window * 1000)
+        self.breaker = breaker
+        self.fallback = LocalLimiter(limit, window)
         self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
 
     def _client(self) -> Any:
@@ -95,17 +122,39 @@ class RedisLimiter:
         if client is None:
             for old in [known for known in self._clients if known.is_closed()]:
                 del self._clients[old]
-            client = aioredis.Redis.from_url(self.url, socket_timeout=5, max_connections=200)
+            # redis-py retries a failed command 10 times with backoff by default (about 2 s
+            # against a stopped server): one immediate retry covers a pooled connection that
+            # went stale when Redis restarted, and nothing more waits on a dead server.
+            client = aioredis.Redis.from_url(
+                self.url,
+                socket_timeout=REDIS_TIMEOUT,
+                socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+                retry=Retry(NoBackoff(), 1),
+                max_connections=200,
+            )
             self._clients[loop] = client.register_script(_SLIDING_WINDOW)
         return self._clients[loop]
 
     async def acquire(self, key: str, wanted: int = 1) -> Grant:
+        if not self.breaker.should_try():
+            return await self.fallback.acquire(key, wanted)
         script = self._client()
         now_ms = int(time.time() * 1000)
-        granted, retry = await script(
-            keys=[f"{self.prefix}:rate:{key}"],
-            args=[now_ms, self.window_ms, self.limit, wanted, f"{now_ms}:{secrets.token_hex(6)}"],
-        )
+        try:
+            granted, retry = await script(
+                keys=[f"{self.prefix}:rate:{key}"],
+                args=[
+                    now_ms,
+                    self.window_ms,
+                    self.limit,
+                    wanted,
+                    f"{now_ms}:{secrets.token_hex(6)}",
+                ],
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.breaker.failed(exc)
+            return await self.fallback.acquire(key, wanted)
+        self.breaker.succeeded()
         return Grant(int(granted), int(retry))
 
 

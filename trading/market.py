@@ -25,6 +25,7 @@ import websockets
 from django.core.cache import cache
 
 from environments import presence
+from funpump.breaker import redis_breaker
 from trading import curve
 
 logger = logging.getLogger(__name__)
@@ -210,9 +211,12 @@ def market_interest() -> set[str]:
 
 def market_snapshot(mint: str) -> dict[str, Any] | None:
     """The feed's latest ``PRICE_UPDATE`` data for ``mint``, if it has seen a trade."""
+    if not redis_breaker.should_try():
+        return None  # Redis is down (logged once by the breaker): the price is unknown for now
     try:
         snapshot = cache.get(snapshot_key(mint))
-    except Exception as exc:  # the cache (Redis) is down: the market price is unknown for now
-        logger.warning("market snapshot unavailable: %r", exc)
+    except Exception as exc:
+        redis_breaker.failed(exc)
         return None
+    redis_breaker.succeeded()
     return snapshot if isinstance(snapshot, dict) else None

@@ -47,3 +47,35 @@ def test_local_presence_counts_distinct_wallets():
     local.remove("env_a", "c1", "alice")
     local.remove("env_a", "c2", "alice")
     assert local.counts(["env_a"]) == {"env_a": 0}
+
+
+def test_while_redis_is_down_joins_count_this_process_and_are_written_back_after(
+    redis_url, monkeypatch, caplog
+):
+    from funpump.breaker import Breaker
+    from tests.e2e.conftest import free_port
+
+    prefix = f"test-{uuid.uuid4().hex}"
+    observer = presence.RedisPresence(redis_url, prefix, Breaker("Redis"))
+    # A process whose Redis is unreachable: nothing listens on its port.
+    breaker = Breaker("Redis", cooldown=60)
+    cut_off = presence.RedisPresence(f"redis://127.0.0.1:{free_port()}/0", prefix, breaker)
+    started = time.monotonic()
+    cut_off.add("env_a", "c1", "alice")
+    cut_off.add("env_a", "c2", "bob")
+    cut_off.add("env_a", "c3", "bob")
+    cut_off.remove("env_a", "c3", "bob")
+    assert cut_off.counts(["env_a", "env_b"]) == {"env_a": 2, "env_b": 0}  # its own connections
+    assert cut_off.members("env_a") == {"alice", "bob"}
+    assert time.monotonic() - started < 2  # nothing waited on the dead server (one try, fast)
+    assert breaker.down
+    assert len([r for r in caplog.records if r.levelno >= 30]) == 1  # one warning, no more
+    assert observer.count("env_a") == 0
+
+    # Redis answers again: the process's entries are written back at once.
+    cut_off._redis = observer._redis
+    breaker.succeeded()
+    deadline = time.monotonic() + 5
+    while observer.count("env_a") != 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert observer.members("env_a") == {"alice", "bob"}

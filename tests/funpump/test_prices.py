@@ -16,6 +16,7 @@ from environments.selectors import price_update
 from environments.services import environment_create, environment_join, generate_mint
 from funpump import protocol
 from tests.conftest import Wallet, open_socket
+from trading.curve import DEFAULT_STARTING_SOL
 from trading.models import Trade, VolumeMinute
 from trading.selectors import volume_24h
 from trading.services import trade_execute
@@ -121,6 +122,39 @@ async def test_without_an_environment_the_latest_open_environment_of_the_mint_pr
     reply = await ask(watcher, {"type": "SUBSCRIBE_PRICE", "data": {"mintAddress": mint}})
     assert reply["data"]["environmentId"] == newer.id != older.id
     await watcher.disconnect()
+
+
+async def test_without_an_environment_a_complete_curve_never_prices_the_mint(alice):
+    mint = generate_mint()
+    older = await sync_to_async(environment_create)(name="Still trading", token_mint=mint)
+    newer = await sync_to_async(environment_create)(name="Bought out", token_mint=mint)
+    socket = await trader(alice, newer)
+    bought = await ask(socket, buy(newer, amount=str(DEFAULT_STARTING_SOL)))  # the whole curve
+    assert bought["type"] == "VIRTUAL_TRADE_EXECUTED"
+    assert bought["data"]["newReserves"]["token"] == str(
+        newer.virtual_token_reserves - newer.real_token_reserves
+    )
+    watcher = await open_socket()
+    reply = await ask(watcher, {"type": "SUBSCRIBE_PRICE", "data": {"mintAddress": mint}})
+    assert reply["type"] == "PRICE_UPDATE"
+    assert reply["data"]["environmentId"] == older.id
+
+    # With no open curve left for the mint, there is nothing to price it.
+    only = await sync_to_async(environment_create)(name="Alone", token_mint=generate_mint())
+    await socket.disconnect()
+    socket = await trader(alice, only)
+    assert (await ask(socket, buy(only, amount=str(DEFAULT_STARTING_SOL))))["type"] == (
+        "VIRTUAL_TRADE_EXECUTED"
+    )
+    alone = {"type": "SUBSCRIBE_PRICE", "data": {"mintAddress": only.token_mint}}
+    refused = await ask(watcher, alone)
+    assert refused["type"] == "ERROR"
+    assert refused["data"]["code"] == "ENVIRONMENT_NOT_FOUND"
+    # Named explicitly, the complete curve still answers with its final price.
+    named = await ask(watcher, subscribe(only))
+    assert named["type"] == "PRICE_UPDATE" and named["data"]["environmentId"] == only.id
+    await watcher.disconnect()
+    await socket.disconnect()
 
 
 @pytest.mark.parametrize(
