@@ -17,6 +17,8 @@ from environments.selectors import chat_view, environment_state
 from funpump.addresses import is_public_key
 from funpump.errors import DomainError, ErrorCode
 from funpump.realtime import Event, Origin, publish_on_commit, rewards_key, touch_on_commit
+from idempotency.models import Receipt
+from idempotency.services import receipt_answer, request_key, run_once
 from trading import curve
 from trading.locks import lock_environment, lock_position
 
@@ -91,8 +93,14 @@ def environment_create(
     constants: CurveConstants | None = None,
     environment_id: str | None = None,
     is_open: bool = True,
+    request_id: str | None = None,
 ) -> Environment:
-    """Create an environment with a fresh curve; ``launched_by`` is the launching wallet."""
+    """Create an environment with a fresh curve; ``launched_by`` is the launching wallet.
+
+    The launcher's ``REWARD_UPDATE`` subscribers are told after commit. With ``request_id`` a
+    wallet launches at most once per id: a repeat raises :class:`idempotency.services.Replay`
+    whose answer names the environment.
+    """
     name = name.strip()
     if not 1 <= len(name) <= MAX_NAME:
         raise DomainError(ErrorCode.INVALID_MESSAGE, f"name must be 1-{MAX_NAME} characters")
@@ -105,10 +113,7 @@ def environment_create(
         except ValidationError as exc:
             raise DomainError(ErrorCode.INVALID_MESSAGE, exc.messages[0]) from None
         fields["id"] = environment_id
-    if launched_by:
-        touch_on_commit(rewards_key(launched_by))  # one more launch: maybe a higher tier
-    return Environment.objects.create(
-        **fields,
+    fields.update(
         name=name,
         token_mint=_check_mint(token_mint) if token_mint else generate_mint(),
         launched_by=launched_by,
@@ -125,6 +130,21 @@ def environment_create(
         real_sol_reserves=0,
         real_token_reserves=constants.real_token,
     )
+    key = request_key(
+        wallet=launched_by,
+        request_id=request_id,
+        kind="LAUNCH",
+        params={"name": name, "tokenMint": token_mint},
+    )
+
+    def create(receipt: Receipt | None) -> Environment:
+        environment = Environment.objects.create(**fields)
+        if launched_by:  # after the insert, so the update it pushes counts this launch
+            touch_on_commit(rewards_key(launched_by))
+        receipt_answer(receipt, {"id": environment.id})
+        return environment
+
+    return run_once(key, create)
 
 
 def environment_set_open(*, environment_id: str, is_open: bool) -> Environment:
@@ -160,10 +180,28 @@ def environment_join(*, environment_id: str, wallet: str) -> tuple[Environment, 
 
 
 def chat_post(
-    *, environment_id: str, wallet: str, message: str, origin: Origin | None = None
+    *,
+    environment_id: str,
+    wallet: str,
+    message: str,
+    origin: Origin | None = None,
+    request_id: str | None = None,
+    request_item: int = 0,
 ) -> ChatMessage:
-    """Store a chat line under the environment's next sequence and broadcast it after commit."""
-    with transaction.atomic():
+    """Store a chat line under the environment's next sequence and broadcast it after commit.
+
+    With ``request_id`` the line is posted at most once: a repeat raises
+    :class:`idempotency.services.Replay` carrying the ``CHAT_MESSAGE`` first sent.
+    """
+    key = request_key(
+        wallet=wallet,
+        request_id=request_id,
+        item=request_item,
+        kind="CHAT_MESSAGE",
+        params={"environmentId": environment_id, "message": message},
+    )
+
+    def post(receipt: Receipt | None) -> ChatMessage:
         environment = lock_environment(environment_id)
         lock_position(environment, wallet)  # only participants speak
         environment.sequence += 1
@@ -171,16 +209,18 @@ def chat_post(
         chat = ChatMessage.objects.create(
             environment=environment, wallet=wallet, message=message, sequence=environment.sequence
         )
-        publish_on_commit(
-            Event(
-                environment_id=environment.id,
-                sequence=chat.sequence,
-                type="CHAT_MESSAGE",
-                data=chat_view(chat),
-                origin=origin,
-            )
+        event = Event(
+            environment_id=environment.id,
+            sequence=chat.sequence,
+            type="CHAT_MESSAGE",
+            data=chat_view(chat),
+            origin=origin,
         )
-    return chat
+        publish_on_commit(event)
+        receipt_answer(receipt, event.data)
+        return chat
+
+    return run_once(key, post)
 
 
 def chat_set_hidden(*, message_ids: list[int], hidden: bool) -> int:

@@ -16,6 +16,7 @@ from environments.services import environment_create
 from funpump.auth import user_wallet
 from funpump.errors import DomainError, ErrorCode
 from funpump.protocol import EnvironmentSummary, TradeView
+from idempotency.services import Replay
 from trading.selectors import trade_view, trades_page
 
 MAX_PAGE = 200
@@ -25,6 +26,46 @@ DEFAULT_PAGE = 50
 class LaunchRequest(serializers.Serializer[Any]):
     name = serializers.CharField(min_length=1, max_length=64)
     tokenMint = serializers.CharField(required=False, min_length=32, max_length=44)
+    requestId = serializers.CharField(
+        required=False,
+        min_length=1,
+        max_length=64,
+        trim_whitespace=False,
+        help_text="Idempotency key, as the Idempotency-Key header (which takes precedence).",
+    )
+
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description=(
+        "1-64 characters. A launch repeated with the same key by the same wallet within "
+        "FUNPUMP_IDEMPOTENCY_WINDOW is not run again: the answer is 200 with the environment "
+        "it created and the header Idempotent-Replayed: true."
+    ),
+)
+
+
+def _launch_key(request: Request, body: dict[str, Any]) -> str | None:
+    """The launch's idempotency key: the Idempotency-Key header, else the body's requestId."""
+    header = request.headers.get("Idempotency-Key")
+    if header is None:
+        key: str | None = body.get("requestId")
+        return key
+    if not 1 <= len(header) <= 64:
+        raise DomainError(
+            ErrorCode.INVALID_MESSAGE,
+            "Idempotency-Key must be 1-64 characters",
+            {"field": "Idempotency-Key"},
+        )
+    if body.get("requestId") not in (None, header):
+        raise DomainError(
+            ErrorCode.INVALID_MESSAGE,
+            "requestId and the Idempotency-Key header differ",
+            {"field": "requestId"},
+        )
+    return header
 
 
 class PageQuery(serializers.Serializer[Any]):
@@ -80,16 +121,28 @@ class EnvironmentListView(APIView):
     @extend_schema(
         operation_id="environments_launch",
         request=LaunchRequest,
-        responses={201: EnvironmentSummary},
+        parameters=[IDEMPOTENCY_KEY],
+        responses={201: EnvironmentSummary, 200: EnvironmentSummary},
     )
     def post(self, request: Request) -> Response:
         body = LaunchRequest(data=request.data)
         body.is_valid(raise_exception=True)
-        environment = environment_create(
-            name=body.validated_data["name"],
-            token_mint=body.validated_data.get("tokenMint"),
-            launched_by=user_wallet(request.user) or "",
-        )
+        try:
+            environment = environment_create(
+                name=body.validated_data["name"],
+                token_mint=body.validated_data.get("tokenMint"),
+                launched_by=user_wallet(request.user) or "",
+                request_id=_launch_key(request, body.validated_data),
+            )
+        except Replay as replay:
+            # Launched before under this key: the environment it created, as it is now.
+            original = environment_get(replay.answer["id"])
+            if original is None:  # deleted by an operator since
+                raise DomainError(
+                    ErrorCode.ENVIRONMENT_NOT_FOUND, "environment not found"
+                ) from None
+            (summary,) = environment_summaries([original])
+            return Response(summary, headers={"Idempotent-Replayed": "true"})
         (summary,) = environment_summaries([environment])
         return Response(summary, status=status.HTTP_201_CREATED)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Count, Sum
@@ -14,6 +15,8 @@ from django.utils import timezone
 from environments.models import Environment
 from funpump.errors import DomainError, ErrorCode
 from funpump.realtime import rewards_key, touch_on_commit
+from idempotency.models import Receipt
+from idempotency.services import receipt_answer, request_key, run_once
 from rewards.models import Claim, RewardAccount, RewardEntry, RewardTier, Settlement
 from trading.curve import BPS
 from trading.models import Trade
@@ -180,18 +183,41 @@ def _credit(earned: dict[str, int]) -> None:
     RewardAccount.objects.bulk_update(locked, ["unclaimed", "updated_at"], batch_size=1000)
 
 
-def claim_rewards(*, wallet: str) -> Claim:
-    """Move the wallet's unclaimed rewards into a pending payout record, in one transaction."""
-    with transaction.atomic():
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    claim: Claim
+    answer: dict[str, Any]  # the wallet's REWARD_UPDATE right after the claim
+
+
+def claim_rewards(
+    *, wallet: str, request_id: str | None = None, request_item: int = 0
+) -> ClaimResult:
+    """Move the wallet's unclaimed rewards into a pending payout record, in one transaction.
+
+    The result carries the wallet's ``REWARD_UPDATE`` as the claim left it. With ``request_id``
+    the claim runs at most once: a repeat raises :class:`idempotency.services.Replay` carrying
+    that first ``REWARD_UPDATE``.
+    """
+    from rewards.selectors import reward_view  # the selectors build on this module
+
+    key = request_key(
+        wallet=wallet, request_id=request_id, item=request_item, kind="CLAIM_REWARDS", params={}
+    )
+
+    def claim(receipt: Receipt | None) -> ClaimResult:
         account = RewardAccount.objects.select_for_update().filter(wallet=wallet).first()
         if account is None or account.unclaimed == 0:
             raise DomainError(ErrorCode.INSUFFICIENT_BALANCE, "no unclaimed rewards")
-        claim = Claim.objects.create(wallet=wallet, amount=account.unclaimed)
+        record = Claim.objects.create(wallet=wallet, amount=account.unclaimed)
         account.claimed += account.unclaimed
         account.unclaimed = 0
         account.save(update_fields=["claimed", "unclaimed", "updated_at"])
         touch_on_commit(rewards_key(wallet))
-    return claim
+        answer = reward_view(wallet)
+        receipt_answer(receipt, answer)
+        return ClaimResult(claim=record, answer=answer)
+
+    return run_once(key, claim)
 
 
 def claims_mark_paid(*, claim_ids: list[int]) -> int:

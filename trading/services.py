@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db import transaction
 from django.db.models import F
 
 from environments.models import Position
-from environments.selectors import balance_view
+from environments.selectors import balance_view, trade_executed_view
 from funpump.errors import DomainError, ErrorCode
 from funpump.realtime import Event, Origin, publish_on_commit, rewards_key, touch_on_commit
+from idempotency.models import Receipt
+from idempotency.services import receipt_answer, request_key, run_once
 from trading import curve
 from trading.locks import lock_environment, lock_position
 from trading.models import Trade, VolumeMinute
-from trading.selectors import trade_view
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,8 @@ def trade_execute(
     is_buy: bool,
     min_amount_out: int | None = None,
     origin: Origin | None = None,
+    request_id: str | None = None,
+    request_item: int = 0,
 ) -> TradeResult:
     """Buy with ``amount`` lamports (fees included) or sell ``amount`` raw tokens.
 
@@ -38,83 +40,115 @@ def trade_execute(
     refusal raises :class:`DomainError` before anything is written. On success the trade,
     the curve, the balance and the sequence change together, and ``VIRTUAL_TRADE_EXECUTED``
     is broadcast after commit.
-    """
-    with transaction.atomic():
-        environment = lock_environment(environment_id)
-        position = lock_position(environment, wallet)
-        if not environment.accepts_trades:
-            reason = "the curve is complete" if environment.complete else "trading is closed"
-            raise DomainError(ErrorCode.ENVIRONMENT_CLOSED, reason)
-        available = position.sol_balance if is_buy else position.token_balance
-        if amount > available:
-            raise DomainError(
-                ErrorCode.INSUFFICIENT_BALANCE,
-                "not enough SOL" if is_buy else "not enough tokens",
-                {"available": str(available), "requested": str(amount)},
-            )
-        try:
-            fill = environment.curve.trade(amount=amount, is_buy=is_buy)
-        except curve.CurveError as exc:
-            raise DomainError(ErrorCode.INVALID_MESSAGE, "amount too small") from exc
-        if min_amount_out is not None and fill.min_amount_out < min_amount_out:
-            raise DomainError(
-                ErrorCode.SLIPPAGE_EXCEEDED,
-                "the trade would give less than minAmountOut",
-                {"amountOut": str(fill.min_amount_out), "minAmountOut": str(min_amount_out)},
-            )
 
-        environment.apply_curve(fill.curve)
-        environment.sequence += 1
-        environment.save(
-            update_fields=[
-                "virtual_sol_reserves",
-                "virtual_token_reserves",
-                "real_sol_reserves",
-                "real_token_reserves",
-                "sequence",
-            ]
-        )
-        position.sol_balance += fill.sol_delta
-        position.token_balance += fill.token_delta
-        position.save(update_fields=["sol_balance", "token_balance", "updated_at"])
-        trade = Trade.objects.create(
-            environment=environment,
+    With ``request_id`` (item ``request_item`` of a batch) the trade runs at most once for the
+    wallet: a repeat raises :class:`idempotency.services.Replay` carrying the trader's own copy
+    as it was first sent, and is neither executed nor broadcast again.
+    """
+    key = request_key(
+        wallet=wallet,
+        request_id=request_id,
+        item=request_item,
+        kind="VIRTUAL_TRADE",
+        params={
+            "environmentId": environment_id,
+            "amount": str(amount),
+            "isBuy": is_buy,
+            "minAmountOut": None if min_amount_out is None else str(min_amount_out),
+        },
+    )
+    return run_once(
+        key,
+        lambda receipt: _execute(
+            environment_id=environment_id,
             wallet=wallet,
-            is_buy=is_buy,
             amount=amount,
-            sol_amount=fill.sol_amount,
-            token_amount=fill.token_amount,
-            protocol_fee=fill.protocol_fee,
-            creator_fee=fill.creator_fee,
-            sequence=environment.sequence,
-            virtual_sol_after=environment.virtual_sol_reserves,
-            virtual_token_after=environment.virtual_token_reserves,
+            is_buy=is_buy,
+            min_amount_out=min_amount_out,
+            origin=origin,
+            receipt=receipt,
+        ),
+    )
+
+
+def _execute(
+    *,
+    environment_id: str,
+    wallet: str,
+    amount: int,
+    is_buy: bool,
+    min_amount_out: int | None,
+    origin: Origin | None,
+    receipt: Receipt | None,
+) -> TradeResult:
+    """The trade itself, inside :func:`run_once`'s transaction."""
+    environment = lock_environment(environment_id)
+    position = lock_position(environment, wallet)
+    if not environment.accepts_trades:
+        reason = "the curve is complete" if environment.complete else "trading is closed"
+        raise DomainError(ErrorCode.ENVIRONMENT_CLOSED, reason)
+    available = position.sol_balance if is_buy else position.token_balance
+    if amount > available:
+        raise DomainError(
+            ErrorCode.INSUFFICIENT_BALANCE,
+            "not enough SOL" if is_buy else "not enough tokens",
+            {"available": str(available), "requested": str(amount)},
         )
-        # One UPDATE in the common case; the environment lock makes the first-of-the-minute
-        # INSERT race-free, so no savepoint is needed.
-        minute = trade.created_at.replace(second=0, microsecond=0)
-        bucket = VolumeMinute.objects.filter(environment=environment, minute=minute)
-        if not bucket.update(sol_amount=F("sol_amount") + trade.sol_amount):
-            VolumeMinute.objects.create(
-                environment=environment, minute=minute, sol_amount=trade.sol_amount
-            )
-        touch_on_commit(rewards_key(wallet))  # its volume, and so perhaps its tier, changed
-        publish_on_commit(
-            Event(
-                environment_id=environment.id,
-                sequence=trade.sequence,
-                type="VIRTUAL_TRADE_EXECUTED",
-                data={
-                    "trade": trade_view(trade),
-                    "newReserves": {
-                        "sol": str(trade.virtual_sol_after),
-                        "token": str(trade.virtual_token_after),
-                    },
-                    "environmentId": environment.id,
-                    "sequence": trade.sequence,
-                },
-                private={"balance": balance_view(position)},
-                origin=origin,
-            )
+    try:
+        fill = environment.curve.trade(amount=amount, is_buy=is_buy)
+    except curve.CurveError as exc:
+        raise DomainError(ErrorCode.INVALID_MESSAGE, "amount too small") from exc
+    if min_amount_out is not None and fill.min_amount_out < min_amount_out:
+        raise DomainError(
+            ErrorCode.SLIPPAGE_EXCEEDED,
+            "the trade would give less than minAmountOut",
+            {"amountOut": str(fill.min_amount_out), "minAmountOut": str(min_amount_out)},
         )
+
+    environment.apply_curve(fill.curve)
+    environment.sequence += 1
+    environment.save(
+        update_fields=[
+            "virtual_sol_reserves",
+            "virtual_token_reserves",
+            "real_sol_reserves",
+            "real_token_reserves",
+            "sequence",
+        ]
+    )
+    position.sol_balance += fill.sol_delta
+    position.token_balance += fill.token_delta
+    position.save(update_fields=["sol_balance", "token_balance", "updated_at"])
+    trade = Trade.objects.create(
+        environment=environment,
+        wallet=wallet,
+        is_buy=is_buy,
+        amount=amount,
+        sol_amount=fill.sol_amount,
+        token_amount=fill.token_amount,
+        protocol_fee=fill.protocol_fee,
+        creator_fee=fill.creator_fee,
+        sequence=environment.sequence,
+        virtual_sol_after=environment.virtual_sol_reserves,
+        virtual_token_after=environment.virtual_token_reserves,
+    )
+    # One UPDATE in the common case; the environment lock makes the first-of-the-minute
+    # INSERT race-free, so no savepoint is needed.
+    minute = trade.created_at.replace(second=0, microsecond=0)
+    bucket = VolumeMinute.objects.filter(environment=environment, minute=minute)
+    if not bucket.update(sol_amount=F("sol_amount") + trade.sol_amount):
+        VolumeMinute.objects.create(
+            environment=environment, minute=minute, sol_amount=trade.sol_amount
+        )
+    touch_on_commit(rewards_key(wallet))  # its volume, and so perhaps its tier, changed
+    event = Event(
+        environment_id=environment.id,
+        sequence=trade.sequence,
+        type="VIRTUAL_TRADE_EXECUTED",
+        data=trade_executed_view(trade),  # the same builder reads it back after a Redis loss
+        private={"balance": balance_view(position)},
+        origin=origin,
+    )
+    publish_on_commit(event)
+    receipt_answer(receipt, {**event.data, **(event.private or {})})  # the trader's own copy
     return TradeResult(trade=trade, position=position)

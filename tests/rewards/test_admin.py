@@ -40,7 +40,7 @@ def test_claims_can_be_marked_paid_and_accounts_link_to_their_entries(admin_clie
     environment_join(environment_id=room.id, wallet=launcher.address)
     trade_execute(environment_id=room.id, wallet=launcher.address, amount=10**9, is_buy=True)
     settle_rewards(run_by="staff")
-    claim = claim_rewards(wallet=launcher.address)
+    claim = claim_rewards(wallet=launcher.address).claim
     response = admin_client.post(
         reverse("admin:rewards_claim_changelist"),
         {"action": "mark_paid", "_selected_action": [claim.pk]},

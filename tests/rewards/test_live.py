@@ -63,7 +63,7 @@ async def test_claims_move_the_rewards_once_and_nothing_is_a_clear_error(alice, 
     record = await Claim.objects.aget(wallet=alice.address)
     account = await RewardAccount.objects.aget(wallet=alice.address)
     assert record.amount == account.claimed > 0
-    again = await ask(socket, claim)
+    again = await ask(socket, {**claim, "requestId": "c2"})  # a new claim (same id: a replay)
     assert again["data"]["code"] == "INSUFFICIENT_BALANCE"
     assert await Claim.objects.acount() == 1
     await socket.disconnect()
