@@ -10,6 +10,7 @@ Timestamps are integer milliseconds since the Unix epoch.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -52,8 +53,35 @@ def _u64_text(value: object) -> object:
     return value
 
 
+# Text a client sends must be text: json.loads turns an escaped lone surrogate ("\\ud800") into
+# a str that no UTF-8 encoder (the socket, the log, the database) accepts, and PostgreSQL refuses
+# NUL. Both are refused while the message is read, naming the field.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_MAYBE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+# Chat (docs/protocol.md): line feed and tab are the control characters allowed; bidi embeddings,
+# overrides and isolates are refused (they reorder the text around them, which can make a message
+# read as something else); zero-width characters are trimmed like white space, so a message of
+# nothing else is empty.
+_CHAT_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_BIDI_CONTROL = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
+_EDGES = re.compile(r"\A[\s\u200b-\u200d\u2060\ufeff]+|[\s\u200b-\u200d\u2060\ufeff]+\Z")
+
+
+def _printable(value: str) -> str:
+    # Identifiers (environment and session ids, request ids) are printable text, nothing else.
+    if not value.isprintable():
+        raise ValueError("must be printable text (no control, format or surrogate characters)")
+    return value
+
+
 def _chat_text(value: str) -> str:
-    text = value.strip()
+    if _SURROGATE.search(value):
+        raise ValueError("must be valid UTF-8 text")
+    text = _EDGES.sub("", value)
+    if _CHAT_CONTROL.search(text):
+        raise ValueError("must not contain control characters other than line feed and tab")
+    if _BIDI_CONTROL.search(text):
+        raise ValueError("must not contain bidirectional embedding, override or isolate controls")
     if not 1 <= len(text) <= MAX_CHAT_CHARS:
         raise ValueError(f"must be 1-{MAX_CHAT_CHARS} characters after trimming")
     return text
@@ -72,7 +100,9 @@ Wallet = Annotated[
     AfterValidator(_wallet),
     Field(description="Base58 Solana public key."),
 ]
-EnvironmentId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+EnvironmentId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64), AfterValidator(_printable)
+]
 Price = Annotated[str, Field(description="Decimal string, SOL per whole token, no exponent.")]
 Millis = Annotated[int, Field(description="Milliseconds since the Unix epoch.")]
 
@@ -156,7 +186,9 @@ def _language(value: str) -> str:
 
 LANGUAGES = ("en-US",)
 SUPPORTED_LANGUAGES = frozenset({"en-us", "en"})
-SessionId = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+SessionId = Annotated[
+    str, StringConstraints(min_length=1, max_length=32), AfterValidator(_printable)
+]
 
 
 class VoiceSessionStartData(_Data):
@@ -255,6 +287,10 @@ class TradeExecuted(_Out):
     environmentId: str
     sequence: int
     balance: Balance | None = None
+    replay: bool | None = Field(
+        default=None,
+        description="Added: true on the answer to a repeated requestId (not run again).",
+    )
 
 
 class ChatMessageView(_Out):
@@ -266,6 +302,10 @@ class ChatMessageView(_Out):
     id: str
     environmentId: str
     sequence: int
+    replay: bool | None = Field(
+        default=None,
+        description="Added: true on the answer to a repeated requestId (not run again).",
+    )
 
 
 class EnvironmentSummary(_Out):
@@ -320,6 +360,10 @@ class RewardUpdate(_Out):
     unclaimedRewards: U64
     totalLaunches: int
     totalVolume: U64
+    replay: bool | None = Field(
+        default=None,
+        description="Added: true on the answer to a repeated requestId (not run again).",
+    )
 
 
 class VoiceSessionReady(_Out):
@@ -388,7 +432,9 @@ SERVER_MESSAGES: dict[str, type[_Out]] = {
 
 # --- Encoding and decoding ------------------------------------------------------------------
 
-_REQUEST_ID = TypeAdapter(Annotated[str, StringConstraints(min_length=1, max_length=64)])
+_REQUEST_ID = TypeAdapter(
+    Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_printable)]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,18 +454,36 @@ def decode_envelope(text: str) -> Request:
     """Parse a text frame into its type, data and request id; raise INVALID_MESSAGE if malformed."""
     try:
         raw = json.loads(text)
-    except (ValueError, RecursionError):
-        raise invalid("malformed JSON") from None
+    except json.JSONDecodeError as exc:
+        raise invalid(
+            "malformed JSON", problem=exc.msg, line=exc.lineno, column=exc.colno
+        ) from None
+    except RecursionError:
+        raise invalid("malformed JSON", problem="nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal of more than 4300 digits
+        raise invalid("malformed JSON", problem=str(exc)[:200]) from None
     if not isinstance(raw, dict):
-        raise invalid("a message must be a JSON object")
+        raise invalid(
+            "a message must be a JSON object",
+            problem="expected an object",
+            received=_json_kind(raw),
+        )
     request_id = raw.get("requestId")
     if request_id is not None:
         try:
             request_id = _REQUEST_ID.validate_python(request_id, strict=True)
         except ValidationError:
             raise invalid(
-                "requestId must be a string of 1-64 characters", field="requestId"
+                "requestId must be 1-64 printable characters", field="requestId"
             ) from None
+    if _MAYBE_SURROGATE.search(text):
+        bad = _lone_surrogate_at(raw)
+        if bad is not None:
+            raise invalid(
+                "text must be valid UTF-8",
+                field=bad,
+                problem="contains a lone surrogate, which is not valid UTF-8",
+            ).with_request_id(request_id)
     message_type = raw.get("type")
     if not isinstance(message_type, str):
         raise DomainError(
@@ -432,6 +496,40 @@ def decode_envelope(text: str) -> Request:
             {"field": "type", "type": message_type[:64]},
         ).with_request_id(request_id)
     return Request(type=message_type, data=raw.get("data"), request_id=request_id)
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+
+
+def _lone_surrogate_at(message: dict[str, Any]) -> str | None:
+    """The path (``data.message``, ``data.0.environmentId``) of the first string, or the object
+    holding the first key, that has a lone surrogate; None when there is none.
+
+    Iterative: the frame may nest as deep as the JSON parser allowed.
+    """
+    pending: list[tuple[str, Any]] = [("", message)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return path or "message"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if _SURROGATE.search(key):
+                    return path or "message"
+                pending.append((f"{path}.{key}" if path else key, item))
+        elif isinstance(value, list):
+            pending.extend((f"{path}.{index}", item) for index, item in enumerate(value))
+    return None
 
 
 def validate_data(message_type: str, data: Any) -> _Data:

@@ -27,14 +27,23 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ERROR_CODES = {code.value for code in protocol.ErrorCode}
 SERVER_TYPES = set(protocol.SERVER_MESSAGES)
 
+# Characters that are not text where text is expected: lone surrogates (valid JSON escapes,
+# invalid UTF-8), NUL and other C0/C1 controls, bidi overrides and isolates, zero-width ones.
+HOSTILE = (
+    "\x00\x07\x1b\x7f\x85\x9b\t\n\r\ud800\udbff\udc00\udfff"
+    "\u200b\u200d\u2060\ufeff\u202a\u202e\u2066\u2069"
+)
+hostile_text = st.text(alphabet=st.one_of(st.characters(), st.sampled_from(HOSTILE)), max_size=30)
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=30),
+    | st.text(max_size=30)
+    | hostile_text,
     lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.one_of(st.text(max_size=10), hostile_text), children, max_size=5)
     ),
     max_leaves=15,
 )
@@ -67,7 +76,14 @@ def valid_messages(environment_id: str, wallet: str) -> st.SearchStrategy[dict[s
                 "type": "CHAT_MESSAGE",
                 "data": {"environmentId": environment_id, "message": text},
             },
-            st.text(min_size=0, max_size=600),
+            st.text(min_size=0, max_size=600) | hostile_text,
+        ),
+        st.builds(
+            lambda text: {
+                "type": "JOIN_ENVIRONMENT",
+                "data": {"environmentId": environment_id + text, "userId": wallet},
+            },
+            hostile_text,
         ),
     )
 
@@ -84,11 +100,11 @@ def mutated(draw: Any, base: st.SearchStrategy[dict[str, Any]]) -> dict[str, Any
     elif action == "drop" and isinstance(data, dict) and data:
         del data[draw(st.sampled_from(sorted(data)))]
     elif action == "type":
-        message["type"] = draw(st.one_of(st.text(max_size=20), json_values))
+        message["type"] = draw(st.one_of(st.text(max_size=20), hostile_text, json_values))
     elif action == "data":
         message["data"] = draw(json_values)
     elif action == "request":
-        message["requestId"] = draw(st.one_of(st.text(max_size=80), json_values))
+        message["requestId"] = draw(st.one_of(st.text(max_size=80), hostile_text, json_values))
     elif action == "batch":
         size = draw(st.sampled_from([0, 1, 2, 3, 51]))
         message["data"] = [data if data is not None else {}] * size
@@ -101,6 +117,7 @@ def frames(environment_id: str, wallet: str) -> st.SearchStrategy[str]:
         messages.map(json.dumps),
         json_values.map(json.dumps),
         st.text(max_size=200),
+        hostile_text,
         st.just("[" * 5000),
         st.just('{"type": "HEARTBEAT", "data": ' + "[" * 3000 + "]" * 3000 + "}"),
     )
@@ -112,16 +129,31 @@ def expected_answers(frame: str) -> int:
         message = json.loads(frame)
     except (ValueError, RecursionError):
         return 1
-    if not isinstance(message, dict):
+    if not isinstance(message, dict) or has_lone_surrogate(message):
         return 1
     data = message.get("data")
     message_type = message.get("type")
     known = isinstance(message_type, str) and message_type in protocol.CLIENT_MESSAGES
     request_id = message.get("requestId")
-    request_ok = request_id is None or (isinstance(request_id, str) and 1 <= len(request_id) <= 64)
+    request_ok = request_id is None or (
+        isinstance(request_id, str) and 1 <= len(request_id) <= 64 and request_id.isprintable()
+    )
     if known and request_ok and isinstance(data, list) and 1 <= len(data) <= protocol.MAX_BATCH:
         return len(data)
     return 1
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """Any lone surrogate refuses the whole frame, batch or not."""
+    if isinstance(value, str):
+        return any("\ud800" <= char <= "\udfff" for char in value)
+    if isinstance(value, dict):
+        return any(
+            has_lone_surrogate(key) or has_lone_surrogate(item) for key, item in value.items()
+        )
+    if isinstance(value, list):
+        return any(has_lone_surrogate(item) for item in value)
+    return False
 
 
 def check_answer(answer: dict[str, Any]) -> None:
@@ -184,6 +216,8 @@ def test_random_and_mutated_frames_get_well_formed_answers(room, data):
             for _ in range(expected_answers(frame)):
                 answer = json.loads(await socket.receive_from(timeout=5))
                 check_answer(answer)
+                if answer["data"].get("replay"):
+                    continue  # a repeated requestId: answered again, not run again
                 if answer["type"] == "VIRTUAL_TRADE_EXECUTED":
                     done["trades"] += 1
                 elif answer["type"] == "CHAT_MESSAGE":
