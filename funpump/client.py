@@ -5,6 +5,11 @@ up to 5 reconnection attempts 3 s apart (re-joining the environments it had join
 optional 100 ms batching of outgoing messages of one type. :meth:`FunPumpClient.request` sends
 a message with a fresh ``requestId`` and waits for the server's direct answer to it.
 
+When a server restarts it closes with 1012 (or 1001): the client reconnects at once, after a
+short random pause so a whole room does not arrive together, and behind a proxy lands on
+another server process. A request still waiting when its connection closes raises
+:class:`ConnectionError`; after a 1012 such a request did not run and may be sent again.
+
 Signing in takes an ed25519 key: :func:`sign_in` asks for a challenge, signs it and returns the
 token that the socket accepts as ``Authorization: Bearer``.
 """
@@ -17,6 +22,8 @@ import inspect
 import itertools
 import json
 import logging
+import random
+import secrets
 import urllib.request
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -31,6 +38,10 @@ from websockets.typing import Origin
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[None] | None]
+
+# Close codes of a server going away on purpose (restart, shutdown): come back soon, elsewhere.
+RESTART_CODES = frozenset({1001, 1012})
+RESTART_JITTER = 1.0  # seconds: the first reconnection after a restart waits up to this
 
 
 def wallet_of(key: SigningKey) -> str:
@@ -98,7 +109,9 @@ class FunPumpClient:
         self._batches: dict[str, list[Any]] = {}
         self._batch_flush: asyncio.TimerHandle | None = None
         self._ids = itertools.count(1)
+        self._id_prefix = f"r{secrets.token_hex(6)}."
         self._closing = False
+        self.close_code: int | None = None  # of the last connection that closed
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -171,7 +184,8 @@ class FunPumpClient:
         self, message_type: str, data: Any = None, *, timeout: float = 10.0
     ) -> dict[str, Any]:
         """Send with a fresh ``requestId``; return the reply or ``ERROR`` carrying it."""
-        request_id = f"r{next(self._ids)}"
+        # Unique across clients and restarts: a trade, chat or claim runs once per requestId.
+        request_id = f"{self._id_prefix}{next(self._ids)}"
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = waiter
         try:
@@ -217,6 +231,12 @@ class FunPumpClient:
                         await self._dispatch(json.loads(raw))
             except websockets.ConnectionClosed:
                 pass
+            self.close_code = socket.close_code
+            for waiter in self._waiters.values():
+                if not waiter.done():
+                    waiter.set_exception(
+                        ConnectionError(f"connection closed ({self.close_code}) before the answer")
+                    )
             if self._closing or not await self._reconnect():
                 return
 
@@ -233,7 +253,10 @@ class FunPumpClient:
 
     async def _reconnect(self) -> bool:
         for attempt in range(1, self.reconnect_attempts + 1):
-            await asyncio.sleep(self.reconnect_delay)
+            delay = self.reconnect_delay
+            if attempt == 1 and self.close_code in RESTART_CODES:
+                delay = random.uniform(0, min(RESTART_JITTER, self.reconnect_delay))  # noqa: S311
+            await asyncio.sleep(delay)
             try:
                 self._socket = await self._open()
             except (OSError, websockets.WebSocketException):

@@ -5,28 +5,112 @@ an oversized frame is never buffered. By default it then drops the TCP connectio
 refuses close code 1009 from an application; this launcher sets the limit to
 ``FUNPUMP_MAX_MESSAGE_BYTES`` and has autobahn close such a connection properly with 1009
 (Message Too Big). Every other option is daphne's own.
+
+It also shuts down gracefully: on SIGTERM or SIGINT, before daphne cancels the connections, it
+drains them (``funpump.lifecycle``): readiness turns false, new WebSocket handshakes are refused
+with HTTP 503, the messages in flight are finished and their broadcasts sent, and every socket is
+closed with 1012 (Service Restart), all within ``FUNPUMP_DRAIN_SECONDS``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import sys
 from typing import Any
 
+from autobahn.websocket.types import ConnectionDeny
 from daphne import server as daphne_server
 from daphne.cli import CommandLineInterface
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+from twisted.internet import defer
+from twisted.internet.interfaces import ISSLTransport
+from twisted.python.failure import Failure
+
+from voice import readiness as voice_readiness
 
 APPLICATION = "funpump.asgi:application"
 SLOW_READER_CLOSE = 4009
+# RFC 6455 codes a server may send that autobahn's sendClose refuses from an application:
+# 1001 Going Away, 1011 Internal Error and 1012 Service Restart.
+SERVER_CLOSE_CODES = frozenset({1001, 1011, 1012})
+
+logger = logging.getLogger(__name__)
 
 
 class BoundedWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
-    """Disconnects a client that stops reading instead of buffering its frames forever.
+    """Bounds the memory one client can make the server hold, in both directions.
 
-    Once the kernel's socket buffer is full, Twisted keeps what is written in memory; past
-    ``FUNPUMP_MAX_BUFFERED_BYTES`` of that, the client is dropped (close code 4009).
+    Outbound: once the kernel's socket buffer is full, Twisted keeps what is written in memory;
+    past ``FUNPUMP_MAX_BUFFERED_BYTES`` of that, the client is dropped (close code 4009).
+
+    Inbound: daphne puts every frame in the application's queue as soon as it is read, however
+    far behind the application is. Each frame is charged to the connection's
+    :class:`funpump.caps.InboundBudget`; over the byte rate, or with too many frames or bytes
+    waiting, the socket is not read until it is back under, so a fast sender is slowed by TCP
+    rather than buffered here.
     """
+
+    inbound: Any = None
+    inbound_resume: Any = None
+    inbound_paused = False
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        super().onMessage(payload, isBinary)
+        if self.muted or getattr(self, "application_queue", None) is None:
+            return
+        if self.inbound is None:
+            from funpump.caps import InboundBudget
+
+            self.inbound = InboundBudget.from_settings()
+        self.inbound.arrived(len(payload))
+        self._throttle_inbound()
+
+    def _throttle_inbound(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        wait = self.inbound.wait(self.application_queue.qsize())
+        if wait > 0:
+            if not self.inbound_paused:
+                self.inbound_paused = True
+                transport.pauseProducing()
+                if not getattr(self, "inbound_logged", False):
+                    self.inbound_logged = True  # once per connection: it may go on for long
+                    logger.info("slowing down a fast sender %s", self.client_addr)
+            if self.inbound_resume is None:
+                from twisted.internet import reactor
+
+                self.inbound_resume = reactor.callLater(wait, self._inbound_check)
+        elif self.inbound_paused:
+            self.inbound_paused = False
+            transport.resumeProducing()
+
+    def _inbound_check(self) -> None:
+        self.inbound_resume = None
+        self._throttle_inbound()
+
+    def handle_reply(self, message: dict[str, Any]) -> None:
+        # daphne drops a close's reason; a client refused for a cap should read why.
+        reason = message.get("reason")
+        code = message.get("code")
+        if (
+            message.get("type") == "websocket.close"
+            and reason
+            and isinstance(code, int)
+            and 3000 <= code <= 4999
+            and self.state == self.STATE_OPEN
+        ):
+            self.sendClose(code=code, reason=str(reason)[:120])
+            return
+        super().handle_reply(message)
+
+    def connectionLost(self, reason: Any) -> None:
+        if self.inbound_resume is not None and self.inbound_resume.active():
+            self.inbound_resume.cancel()
+        self.inbound_resume = None
+        super().connectionLost(reason)
 
     def sendMessage(self, *args: Any, **kwargs: Any) -> None:
         super().sendMessage(*args, **kwargs)
@@ -42,6 +126,30 @@ class BoundedWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
             self.sendClose(code=SLOW_READER_CLOSE, reason="client too slow to read")
             transport.abortConnection()
 
+    # --- graceful shutdown ----------------------------------------------------------------------
+
+    def onConnect(self, request: Any) -> Any:
+        from funpump import lifecycle
+
+        if lifecycle.draining():
+            # Before daphne registers the connection: a proxy retries another process on 503.
+            self.refused_while_draining = True
+            raise ConnectionDeny(  # type: ignore[no-untyped-call]
+                ConnectionDeny.SERVICE_UNAVAILABLE, "server restarting"
+            )
+        return super().onConnect(request)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if getattr(self, "refused_while_draining", False):
+            return  # daphne never knew this connection
+        super().onClose(wasClean, code, reason)
+
+    def serverClose(self, code: int | None = None) -> None:
+        if code in SERVER_CLOSE_CODES:
+            self.sendCloseFrame(code=code, isReply=False)
+            return
+        super().serverClose(code=code)
+
 
 class LimitedWebSocketFactory(WebSocketFactory):  # type: ignore[misc]
     """daphne's factory with the contract's frame limit and a proper 1009 close."""
@@ -56,14 +164,58 @@ class LimitedWebSocketFactory(WebSocketFactory):  # type: ignore[misc]
         super().setProtocolOptions(**options)
 
 
+class GracefulServer(daphne_server.Server):  # type: ignore[misc]
+    """daphne's server, draining the connections before it cancels them at shutdown."""
+
+    def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
+        # daphne leaves a WebSocket scope's "scheme" out (ASGI's default: "ws"); the Origin check
+        # compares it with the page's, so a socket over daphne's own TLS must say "wss".
+        if scope.get("type") == "websocket" and ISSLTransport.providedBy(protocol.transport):
+            scope["scheme"] = "wss"
+        return super().create_application(protocol, scope)
+
+    def kill_all_applications(self) -> defer.Deferred[Any]:
+        from django.conf import settings
+
+        from funpump import lifecycle
+
+        drained: defer.Deferred[Any] = defer.Deferred.fromFuture(
+            asyncio.ensure_future(lifecycle.drain(settings.FUNPUMP_DRAIN_SECONDS))
+        )
+
+        def failed(failure: Failure) -> None:
+            logger.error("drain failed", exc_info=failure.value)
+
+        drained.addErrback(failed)
+        # Twisted waits for this Deferred before it closes the listening ports and stops.
+        drained.addCallback(lambda _: super(GracefulServer, self).kill_all_applications())
+        return drained
+
+
+class GracefulCommandLine(CommandLineInterface):  # type: ignore[misc]
+    server_class = GracefulServer
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "funpump.settings")
     args = list(sys.argv[1:] if argv is None else argv)
     if not any(arg.endswith(":application") for arg in args):
         args.append(APPLICATION)
     daphne_server.WebSocketFactory = LimitedWebSocketFactory
-    CommandLineInterface().run(args)
+    voice_readiness.preload()  # the speech model, in the background: see voice/readiness.py
+    GracefulCommandLine().run(args)
+
+
+def leave() -> None:
+    """Exit at once after a clean stop: the drain is done and all state is in PostgreSQL and
+    Redis, while Python's own teardown would spend seconds collecting the speech models'
+    objects and hold up a rolling restart for nothing."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
     main()
+    leave()

@@ -25,6 +25,7 @@ urlpatterns = [
     ),
     path("api/rewards/me", MyRewardsView.as_view(), name="rewards-me"),
     path("api/health", views.HealthView.as_view(), name="health"),
+    path("api/health/ready", views.ReadinessView.as_view(), name="health-ready"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/protocol.json", views.protocol_schema, name="protocol-schema"),
     path("metrics", metrics_view, name="metrics"),

@@ -46,6 +46,13 @@ class Server:
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-5000:]
 
+    def terminate(self, timeout: float = 30) -> float:
+        """Send SIGTERM (a graceful shutdown) and wait for the exit; return the seconds taken."""
+        started = time.monotonic()
+        self.process.terminate()
+        self.process.wait(timeout=timeout)
+        return time.monotonic() - started
+
 
 @pytest.fixture
 def daphne_server(transactional_db: None, tmp_path: Path) -> Iterator[Callable[..., Server]]:
@@ -64,6 +71,8 @@ def daphne_server(transactional_db: None, tmp_path: Path) -> Iterator[Callable[.
             "REDIS_URL": settings.REDIS_URL,
             "FUNPUMP_REDIS_PREFIX": settings.FUNPUMP_REDIS_PREFIX,
             "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+            # Most servers here hear no speech: the model loads with a first voice session.
+            "FUNPUMP_VOICE_PRELOAD": "0",
             **extra_env,
         }
         command = [sys.executable, "-m", "funpump.serve", "-b", "127.0.0.1", "-p", str(port)]
