@@ -10,23 +10,48 @@ PORT ?= 8000
 export DJANGO_DEBUG ?= 1
 export DJANGO_SETTINGS_MODULE := funpump.settings
 
-.PHONY: run test lint typecheck pytest migrate demo voice-model bench bench-voice clean
+.PHONY: run test lint typecheck pytest migrate demo voice-model bench bench-voice clean FORCE
 
-$(BIN)/python:
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
-		{ echo "FunPump needs Python 3.11 or newer (set PYTHON=...)"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
+# An interpreter named explicitly (PYTHON=python3.12 make run) that is not the one .venv was
+# made with (its version and installation, as the venv's own python reports them) rebuilds
+# .venv from scratch. Without PYTHON, whichever .venv exists is used.
+IDENTIFY := import sys; print(".".join(map(str, sys.version_info[:3])), "in", sys.base_prefix)
+ifneq ($(origin PYTHON),file)
+ifneq ($(wildcard $(BIN)/python),)
+VENV_HAS := $(shell $(BIN)/python -c '$(IDENTIFY)' 2>/dev/null)
+VENV_WANTS := $(shell $(PYTHON) -c '$(IDENTIFY)' 2>/dev/null)
+ifneq ($(VENV_HAS),$(VENV_WANTS))
+REBUILD_VENV := FORCE
+endif
+endif
+endif
+
+$(BIN)/python: $(REBUILD_VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+		{ echo "FunPump needs Python 3.11 or newer: PYTHON=$(PYTHON) is missing or older"; exit 1; }
+	@$(if $(REBUILD_VENV),echo "rebuilding .venv (Python $(VENV_HAS)) with PYTHON=$(PYTHON) (Python $(VENV_WANTS))")
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.runtime: requirements.txt | $(BIN)/python
+$(VENV)/.runtime: requirements.txt $(REBUILD_VENV) | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt
 	@touch $@
 
-$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+$(VENV)/.dev: requirements.txt requirements-dev.txt $(REBUILD_VENV) | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	@touch $@ $(VENV)/.runtime
 
-migrate: $(VENV)/.runtime
+# Development settings for what is run by hand in this checkout (`.venv/bin/python manage.py
+# createsuperuser`, `python -m funpump.serve`): debug mode and a secret key of its own. Written
+# once, never overwritten; variables set in the environment win over it. Production sets its own.
+.env: | $(BIN)/python
+	@key=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))') && umask 077 && \
+		printf '# Development settings, written by make.\nDJANGO_DEBUG=1\nDJANGO_SECRET_KEY=%s\n' "$$key" > $@
+	@echo "wrote .env: DJANGO_DEBUG=1 and a new DJANGO_SECRET_KEY, for development"
+
+FORCE:
+
+migrate: $(VENV)/.runtime | .env
 	$(BIN)/python manage.py migrate --noinput
 
 demo: migrate
@@ -47,7 +72,7 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-pytest: $(VENV)/.dev
+pytest: $(VENV)/.dev | .env
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

@@ -6,11 +6,15 @@ Safe local defaults (SQLite, in-memory channel layer and cache) make a first run
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 # Lets admin and DRF classes be subscripted for the type checker (ModelAdmin[Environment]).
 django_stubs_ext.monkeypatch()
@@ -37,6 +41,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "rest_framework",
     "drf_spectacular",
     "funpump",
@@ -44,16 +49,20 @@ INSTALLED_APPS = [
     "trading",
     "voice",
     "rewards",
+    "idempotency",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out admin login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "funpump.urls"
@@ -95,7 +104,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # restart, a failover) is replaced instead of failing the next trade.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # SQLite for a handful of simultaneous users: WAL lets readers run beside the one writer;
+    # BEGIN IMMEDIATE takes the write lock when a transaction starts, so a sign-in or a trade
+    # waits its turn (up to the busy timeout, seconds) instead of failing with "database is
+    # locked" when a read lock cannot be upgraded.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": env.int("FUNPUMP_SQLITE_TIMEOUT", default=20),
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL",
+        }
+    )
     # A file, not memory, so that the end-to-end tests' server processes share the test data.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -109,7 +128,18 @@ if REDIS_URL:
             "CONFIG": {
                 # redis-py 8 defaults to a 5 s socket timeout, the same as the layer's blocking
                 # receive, and a pool of 100: give the receive loop room and bursts connections.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "max_connections": 1000}],
+                # Its default retries (10, with backoff) hold each call about 2 s while Redis is
+                # down: retry once at once (a pooled connection left stale by a restart) and let
+                # the hub fall back to the database instead (funpump/realtime.py).
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 30,
+                        "socket_connect_timeout": 1,
+                        "retry": AsyncRetry(NoBackoff(), 1),
+                        "max_connections": 1000,
+                    }
+                ],
                 "prefix": env.str("FUNPUMP_REDIS_PREFIX", default="funpump"),
                 "capacity": 1000,
                 "expiry": 60,
@@ -121,6 +151,12 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("FUNPUMP_REDIS_PREFIX", default="funpump"),
+            # Fail fast while Redis is down (joins read the market snapshot from the cache).
+            "OPTIONS": {
+                "socket_timeout": 0.5,
+                "socket_connect_timeout": 0.5,
+                "retry": Retry(NoBackoff(), 1),
+            },
         }
     }
 else:
@@ -132,6 +168,20 @@ FUNPUMP_REDIS_PREFIX = env.str("FUNPUMP_REDIS_PREFIX", default="funpump")
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+# The admin's password login is django-axes' to watch: FUNPUMP_ADMIN_LOGIN_FAILURES wrong
+# passwords for one username from one address lock that pair out for FUNPUMP_ADMIN_LOCKOUT
+# seconds (each try while locked starts the wait again). Wallet sign-in uses no password.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("FUNPUMP_ADMIN_LOGIN_FAILURES", default=5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("FUNPUMP_ADMIN_LOCKOUT", default=900))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "funpump.views.client_ip"
+AXES_RESET_ON_SUCCESS = True
+# Every wallet sign-in is a Django login too: a row per sign-in would grow without end.
+AXES_DISABLE_ACCESS_LOG = True
 FUNPUMP_CHALLENGE_TTL = 300  # seconds a sign-in nonce stays valid (contract: 5 minutes)
 FUNPUMP_TOKEN_TTL = env.int("FUNPUMP_TOKEN_TTL", default=24 * 3600)
 
@@ -139,14 +189,28 @@ FUNPUMP_TOKEN_TTL = env.int("FUNPUMP_TOKEN_TTL", default=24 * 3600)
 FUNPUMP_RATE_LIMIT = env.str("FUNPUMP_RATE_LIMIT", default="100/60")
 FUNPUMP_AUTH_RATE_LIMIT = env.str("FUNPUMP_AUTH_RATE_LIMIT", default="600/60")
 FUNPUMP_IDLE_TIMEOUT = env.int("FUNPUMP_IDLE_TIMEOUT", default=90)
+# Graceful shutdown (SIGTERM): seconds to finish the messages in flight and close every socket
+# with 1012 before the process exits.
+FUNPUMP_DRAIN_SECONDS = env.float("FUNPUMP_DRAIN_SECONDS", default=10.0)
 FUNPUMP_MAX_MESSAGE_BYTES = env.int("FUNPUMP_MAX_MESSAGE_BYTES", default=64 * 1024)
 FUNPUMP_MAX_JOINED_ENVIRONMENTS = env.int("FUNPUMP_MAX_JOINED_ENVIRONMENTS", default=20)
 FUNPUMP_MAX_SUBSCRIPTIONS = env.int("FUNPUMP_MAX_SUBSCRIPTIONS", default=20)
+# Seconds a mutating request's requestId stays taken: a repeat within it is answered, not run.
+FUNPUMP_IDEMPOTENCY_WINDOW = env.int("FUNPUMP_IDEMPOTENCY_WINDOW", default=24 * 3600)
 # Market prices of real mints (run_market_feed); unset: prices come from environments only.
 FUNPUMP_MARKET_FEED_URL = env.str("FUNPUMP_MARKET_FEED_URL", default="")
 FUNPUMP_MARKET_FEED_API_KEY = env.str("FUNPUMP_MARKET_FEED_API_KEY", default="")
 # Bytes waiting in server memory for a client that does not read, beyond the kernel's buffer.
 FUNPUMP_MAX_BUFFERED_BYTES = env.int("FUNPUMP_MAX_BUFFERED_BYTES", default=1024 * 1024)
+# Resource caps (funpump/caps.py): sockets per wallet and per client address, across processes
+# where Redis is set (0: no cap); inbound bytes per connection, as a rate with a burst, and the
+# frames and bytes that may wait for the application before the socket is no longer read.
+FUNPUMP_MAX_CONNECTIONS_PER_WALLET = env.int("FUNPUMP_MAX_CONNECTIONS_PER_WALLET", default=20)
+FUNPUMP_MAX_CONNECTIONS_PER_IP = env.int("FUNPUMP_MAX_CONNECTIONS_PER_IP", default=100)
+FUNPUMP_INBOUND_BYTES_PER_SECOND = env.int("FUNPUMP_INBOUND_BYTES_PER_SECOND", default=256 * 1024)
+FUNPUMP_INBOUND_BURST_BYTES = env.int("FUNPUMP_INBOUND_BURST_BYTES", default=1024 * 1024)
+FUNPUMP_INBOUND_QUEUE_FRAMES = env.int("FUNPUMP_INBOUND_QUEUE_FRAMES", default=64)
+FUNPUMP_INBOUND_QUEUE_BYTES = env.int("FUNPUMP_INBOUND_QUEUE_BYTES", default=1024 * 1024)
 # /metrics is public in debug mode only; in production it needs this bearer token.
 FUNPUMP_METRICS_TOKEN = env.str("FUNPUMP_METRICS_TOKEN", default="")
 
@@ -165,8 +229,13 @@ FUNPUMP_VOICE_COMMAND_LIMITS = env.list(
 # more than real time is fine (a recorded clip), a flood that only burns CPU is not.
 FUNPUMP_VOICE_AUDIO_RATE = env.float("FUNPUMP_VOICE_AUDIO_RATE", default=2.0)
 FUNPUMP_VOICE_AUDIO_BURST = env.float("FUNPUMP_VOICE_AUDIO_BURST", default=30.0)
+# `python -m funpump.serve` makes the speech recogniser ready at startup, in the background
+# (about 330 MB per process); off, the first voice session starts it (voice/readiness.py).
+FUNPUMP_VOICE_PRELOAD = env.bool("FUNPUMP_VOICE_PRELOAD", default=True)
 
 # --- REST API -------------------------------------------------------------------------------
+# How many reverse proxies stand in front: 0 trusts no X-Forwarded-For / -Proto from clients.
+NUM_PROXIES = env.int("DJANGO_NUM_PROXIES", default=0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "funpump.authentication.BearerTokenAuthentication",
@@ -176,8 +245,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "funpump.views.api_exception_handler",
-    # How many reverse proxies stand in front: 0 trusts no X-Forwarded-For from clients.
-    "NUM_PROXIES": env.int("DJANGO_NUM_PROXIES", default=0),
+    "NUM_PROXIES": NUM_PROXIES,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "FunPump API",
@@ -185,6 +253,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "OAS_VERSION": "3.1.0",  # pydantic models describe optional fields the 3.1 way
+    # The health endpoints are plain async views (no DRF): the hook describes them.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "funpump.views.health_schema",
+    ],
 }
 
 # --- Static files, i18n ---------------------------------------------------------------------
@@ -200,10 +273,29 @@ USE_TZ = True
 SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Every page may load scripts, styles and workers from this origin only, and talk only to it
+# ('self' covers ws:// and wss:// of the same host); no inline code, no plugins, no framing.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+# HSTS rides on HTTPS responses only (SecurityMiddleware), so plain-HTTP development is unaffected.
+SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=False)
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)
     CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)
-    if env.int("DJANGO_NUM_PROXIES", default=0):
+    if NUM_PROXIES:
         # Only a proxy we stand behind may tell us the original request was HTTPS.
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 

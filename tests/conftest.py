@@ -22,7 +22,9 @@ from funpump.client import wallet_of
 from rewards.models import RewardTier
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+# What a browser on the page at http://127.0.0.1/ sends: the socket checks Origin against Host.
+ORIGIN = (b"origin", b"http://127.0.0.1")
+HOST = (b"host", b"127.0.0.1")
 
 
 def require(condition: bool, reason: str) -> None:
@@ -57,7 +59,7 @@ class Wallet:
         self.token = token_issue(self.address).token
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        return [ORIGIN, (b"authorization", f"Bearer {self.token}".encode())]
+        return [ORIGIN, HOST, (b"authorization", f"Bearer {self.token}".encode())]
 
 
 @pytest.fixture
@@ -96,7 +98,7 @@ async def open_socket(
 ) -> WebsocketCommunicator:
     """A connected communicator through the full ASGI app (origin header included)."""
     if headers is None:
-        headers = wallet.headers() if wallet else [ORIGIN]
+        headers = wallet.headers() if wallet else [ORIGIN, HOST]
     communicator = WebsocketCommunicator(application, "/ws", headers=headers)
     connected, _ = await communicator.connect()
     assert connected

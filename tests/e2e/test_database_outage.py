@@ -19,7 +19,6 @@ from tests.e2e.conftest import database_url, free_port
 from trading.models import Trade
 
 pytestmark = pytest.mark.asyncio
-ORIGIN = "http://127.0.0.1"
 
 
 class CuttableProxy:
@@ -78,7 +77,7 @@ async def test_trades_fail_cleanly_while_the_database_is_gone_and_resume_after(
     server = await database_sync_to_async(daphne_server)(DATABASE_URL=proxied)
     key = SigningKey.generate()
     token = await database_sync_to_async(token_issue)(wallet_of(key))
-    client = FunPumpClient(server.ws, token=token.token, origin=ORIGIN)
+    client = FunPumpClient(server.ws, token=token.token, origin=server.http)
     await client.connect()
     await client.join(environment.id, wallet_of(key))
     buy = {"environmentId": environment.id, "amount": "100000000", "isBuy": True}

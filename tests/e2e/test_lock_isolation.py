@@ -16,7 +16,6 @@ from funpump.auth import token_issue
 from funpump.client import FunPumpClient, wallet_of
 
 pytestmark = pytest.mark.asyncio
-ORIGIN = "http://127.0.0.1"
 
 
 def hold_row_lock(environment_id: str, locked: threading.Event, release: threading.Event) -> None:
@@ -39,7 +38,7 @@ async def test_a_locked_environment_does_not_hold_up_trades_elsewhere(postgres, 
     for environment in (busy, free):
         key = SigningKey.generate()
         token = await database_sync_to_async(token_issue)(wallet_of(key))
-        client = FunPumpClient(server.ws, token=token.token, origin=ORIGIN)
+        client = FunPumpClient(server.ws, token=token.token, origin=server.http)
         await client.connect()
         await client.join(environment.id, wallet_of(key))
         clients.append(client)

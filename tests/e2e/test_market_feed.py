@@ -21,7 +21,6 @@ from tests.e2e.conftest import ROOT, database_url
 from tests.trading.test_market import trade_message
 
 pytestmark = pytest.mark.asyncio
-ORIGIN = "http://127.0.0.1"
 
 
 @pytest.mark.timeout(120)
@@ -62,7 +61,7 @@ async def test_market_prices_flow_from_the_stream_to_subscribers(
         stderr=log,
     )
     try:
-        watcher = FunPumpClient(server.ws, origin=ORIGIN)
+        watcher = FunPumpClient(server.ws, origin=server.http)
         await watcher.connect()
         updates: list[dict] = []
         watcher.on("PRICE_UPDATE", updates.append)
@@ -94,7 +93,7 @@ async def test_market_prices_flow_from_the_stream_to_subscribers(
         )
         key = SigningKey.generate()
         token = await database_sync_to_async(token_issue)(wallet_of(key))
-        trader = FunPumpClient(server.ws, token=token.token, origin=ORIGIN)
+        trader = FunPumpClient(server.ws, token=token.token, origin=server.http)
         await trader.connect()
         state = await trader.join(environment.id, wallet_of(key))
         assert state["data"]["marketPrice"] is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,6 +40,19 @@ def off_loop(function: Any, *args: Any, **kwargs: Any) -> Any:
         return pool.submit(call).result()
 
 
+def wait_for_text(
+    page: Any, selector: str, text: str | re.Pattern[str], timeout: float = 30_000
+) -> None:
+    """Wait until the element's text is ``text``. A locator wait, not ``wait_for_function``: that
+    evaluates a string inside the page, which the page's Content-Security-Policy forbids."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(selector)).to_have_text(text, timeout=timeout)
+
+
+WALLET_SHOWN = re.compile(r"^\S{32,}$")
+
+
 @pytest.fixture
 def browser_page(tmp_path: Path):
     require(Path(CHROMIUM).exists(), "needs Debian's chromium (apt-get install chromium)")
@@ -57,16 +71,20 @@ def test_a_visitor_signs_in_joins_trades_and_chats_with_markup_shown_as_text(
     environment = off_loop(environment_create, name="Browser room", environment_id="browser-room")
     server = off_loop(daphne_server)
     page = browser_page
-    page.goto(server.http + "/")
+    # The page works under its own Content-Security-Policy: the browser refuses nothing.
+    refused: list[str] = []
+    page.on("console", lambda message: refused.append(message.text))
+    response = page.goto(server.http + "/")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
     page.wait_for_selector("#environment option[value='browser-room']", state="attached")
     page.select_option("#environment", "browser-room")
 
     page.click("#sign-in")  # an ed25519 key made in the browser signs the challenge
-    page.wait_for_function("document.querySelector('#wallet').textContent.length >= 32")
+    wait_for_text(page, "#wallet", WALLET_SHOWN)
     wallet = page.text_content("#wallet")
     page.wait_for_selector("#join:not([disabled])")
     page.click("#join")
-    page.wait_for_function("document.querySelector('#balance-sol').textContent === '100'")
+    wait_for_text(page, "#balance-sol", "100")
 
     page.fill("#amount", "1")
     page.click("button[value='buy']")
@@ -81,6 +99,7 @@ def test_a_visitor_signs_in_joins_trades_and_chats_with_markup_shown_as_text(
     page.wait_for_selector("#chat li")
     assert "<img src=x onerror=alert(1)> hi" in page.text_content("#chat li")
     assert page.query_selector("#chat img") is None  # shown as text, never as markup
+    assert [text for text in refused if "Content Security Policy" in text] == []
     page.screenshot(path=str(tmp_path / "room.png"), full_page=True)
 
     position = off_loop(Position.objects.get, environment=environment, wallet=wallet)

@@ -27,7 +27,7 @@ async def test_settle_rewards_pushes_reward_updates(redis_url, daphne_server, pu
     wallet = wallet_of(key)
     room = await database_sync_to_async(environment_create)(name="Mine", launched_by=wallet)
     token = await database_sync_to_async(token_issue)(wallet)
-    client = FunPumpClient(server.ws, token=token.token, origin="http://127.0.0.1")
+    client = FunPumpClient(server.ws, token=token.token, origin=server.http)
     await client.connect()
     updates: list[dict] = []
     client.on("REWARD_UPDATE", updates.append)

@@ -23,8 +23,6 @@ from trading.models import Trade
 
 pytestmark = pytest.mark.asyncio
 
-ORIGIN = "http://127.0.0.1"
-
 
 class Recorder:
     """Collects every message a client receives."""
@@ -44,7 +42,7 @@ class Recorder:
 
 async def signed_in_client(server: Any, key: SigningKey) -> FunPumpClient:
     token = await sign_in(server.http, key)
-    client = FunPumpClient(server.ws, token=token, origin=ORIGIN)
+    client = FunPumpClient(server.ws, token=token, origin=server.http)
     await client.connect()
     return client
 
@@ -98,7 +96,7 @@ async def test_the_server_refuses_bad_tokens_and_foreign_origins(daphne_server):
     with pytest.raises(websockets.InvalidStatus) as refused:
         await websockets.connect(server.ws, origin="https://elsewhere.example")  # type: ignore[arg-type]
     assert refused.value.response.status_code == 403
-    async with websockets.connect(server.ws, origin=ORIGIN) as anonymous:  # type: ignore[arg-type]
+    async with websockets.connect(server.ws, origin=server.http) as anonymous:  # type: ignore[arg-type]
         await anonymous.send(json.dumps({"type": "HEARTBEAT", "requestId": "x"}))
         reply = json.loads(await anonymous.recv())
         assert reply["type"] == "HEARTBEAT"
@@ -235,8 +233,8 @@ async def test_the_rate_limit_counts_a_wallets_messages_on_every_server_process(
     )
     key = SigningKey.generate()
     token = await sync_to_async(token_issue)(wallet_of(key))
-    on_first = FunPumpClient(first.ws, token=token.token, origin=ORIGIN)
-    on_second = FunPumpClient(second.ws, token=token.token, origin=ORIGIN)
+    on_first = FunPumpClient(first.ws, token=token.token, origin=first.http)
+    on_second = FunPumpClient(second.ws, token=token.token, origin=second.http)
     await on_first.connect()
     await on_second.connect()
     codes = []
@@ -260,7 +258,7 @@ async def test_a_price_subscriber_on_another_process_sees_the_trade(redis_url, d
     )
     key = SigningKey.generate()
     trader = await signed_in_client(first, key)
-    watcher = FunPumpClient(second.ws, origin=ORIGIN)  # anonymous
+    watcher = FunPumpClient(second.ws, origin=second.http)  # anonymous
     await watcher.connect()
     seen = Recorder(watcher)
     subscription = {"mintAddress": environment.token_mint, "environmentId": environment.id}

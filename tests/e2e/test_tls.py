@@ -56,7 +56,8 @@ async def test_wss_through_daphnes_tls_endpoint(daphne_server, tmp_path):
     server = await database_sync_to_async(daphne_server)(endpoint=endpoint)
     trusted = ssl.create_default_context(cafile=str(cert_path))
     url = f"wss://localhost:{server.port}/ws"
-    async with websockets.connect(url, ssl=trusted, origin="https://localhost") as client:  # type: ignore[arg-type]
+    origin = f"https://localhost:{server.port}"  # the page's own origin: same scheme and port
+    async with websockets.connect(url, ssl=trusted, origin=origin) as client:  # type: ignore[arg-type]
         await client.send(json.dumps({"type": "HEARTBEAT", "requestId": "tls"}))
         reply = json.loads(await client.recv())
     assert reply["type"] == "HEARTBEAT"

@@ -27,7 +27,8 @@ def run_settings(**env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_production_refuses_to_start_without_a_secret_key():
-    result = run_settings(DJANGO_DEBUG="0")
+    # Empty, not unset: a development .env (written by make) must not fill it in.
+    result = run_settings(DJANGO_DEBUG="0", DJANGO_SECRET_KEY="")
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY must be set" in result.stderr
 
