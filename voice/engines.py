@@ -380,10 +380,18 @@ class RescoredEngine:
 @functools.cache
 def default_engine() -> Engine:
     """The process's engine: pocketsphinx rescored by Moonshine, both offline; pocketsphinx
-    alone where Moonshine's package is not installed (it ships for x86-64 only)."""
-    from voice import moonshine
+    alone where Moonshine's package is not installed (it ships for x86-64 only) or its model
+    could not be made ready (``voice/readiness.py``)."""
+    from voice import moonshine, readiness
 
-    if moonshine.available():
+    if moonshine.available() and not readiness.recogniser.failed():
         return RescoredEngine()
-    logger.warning("moonshine-cpp is not installed: voice finals come from pocketsphinx alone")
+    logger.warning("Moonshine is not available: voice finals come from pocketsphinx alone")
     return SphinxEngine()
+
+
+def warm_up() -> None:
+    """What every session's pocketsphinx decoder reads, made ready ahead of the first."""
+    import pocketsphinx  # noqa: F401
+
+    _grammar_dictionary()

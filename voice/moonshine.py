@@ -21,11 +21,13 @@ model writes.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import importlib.util
 import math
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -194,27 +196,66 @@ def cache_folder() -> Path:
     return Path(root) / "moonshine"
 
 
+MODEL_FILES = ("encoder_model.ort", "decoder_model_merged.ort")
+
+
+def prepared_path(source: Path) -> Path:
+    """Where the rebuilt ``source`` is cached: under a name that changes with the model file and
+    the ONNX Runtime version."""
+    return cache_folder() / f"{source.stem}-{_digest(source)}.onnx"
+
+
+@functools.cache
+def _digest(source: Path) -> str:
+    import onnxruntime
+
+    return hashlib.sha256(source.read_bytes() + onnxruntime.__version__.encode()).hexdigest()[:16]
+
+
+def is_prepared() -> bool:
+    """Whether every model file is rebuilt and cached, so that :func:`load` only reads them."""
+    folder = model_folder()
+    return all(prepared_path(folder / name).exists() for name in MODEL_FILES)
+
+
+def prepare() -> None:
+    """Rebuild and cache every model file that is not cached yet."""
+    folder = model_folder()
+    for name in MODEL_FILES:
+        prepared(folder / name)
+
+
 def prepared(source: Path) -> Path:
     """An ORT-format model rebuilt for this process's ONNX Runtime: its weights folded to floats
     and the matrix products quantised to int8 again, dynamically (``quantize_dynamic``), which
-    reads a quarter of the memory per decoder step. Built once (about 10 s) and cached under a
-    name that changes with the model file and the ONNX Runtime version."""
-    import onnxruntime
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    data = source.read_bytes()
-    digest = hashlib.sha256(data + onnxruntime.__version__.encode()).hexdigest()[:16]
-    target = cache_folder() / f"{source.stem}-{digest}.onnx"
+    reads a quarter of the memory per decoder step. Built once (about 10 s) and cached
+    (:func:`prepared_path`); processes that find it missing at once build it one at a time."""
+    target = prepared_path(source)
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / "build.lock", "wb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if not target.exists():  # unless another process built it while this one waited
+            _build(source, target)
+    return target
+
+
+def _build(source: Path, target: Path) -> None:
+    # Imported here: ``onnx`` holds the GIL for over a second while it loads, and a process
+    # that only reads the cached models never needs it.
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     with tempfile.TemporaryDirectory(dir=target.parent) as work:
         folded = os.path.join(work, "folded.onnx")
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = folded
         onnxruntime.InferenceSession(
-            ort_to_onnx(data).SerializeToString(), options, providers=["CPUExecutionProvider"]
+            ort_to_onnx(source.read_bytes()).SerializeToString(),
+            options,
+            providers=["CPUExecutionProvider"],
         )
         quantised = os.path.join(work, "quantised.onnx")
         quantize_dynamic(
@@ -224,8 +265,7 @@ def prepared(source: Path) -> Path:
             weight_type=QuantType.QInt8,
             extra_options={"EnableSubgraph": True},
         )
-        os.replace(quantised, target)  # whole or not at all, if two processes race
-    return target
+        os.replace(quantised, target)  # whole or not at all
 
 
 # Tokens.
@@ -389,7 +429,7 @@ class Moonshine:
             onnxruntime.InferenceSession(
                 str(prepared(folder / name)), options, providers=["CPUExecutionProvider"]
             )
-            for name in ("encoder_model.ort", "decoder_model_merged.ort")
+            for name in MODEL_FILES
         )
         self.outputs = [output.name for output in self.decoder.get_outputs()]
         self.cache_inputs = [
@@ -538,6 +578,9 @@ def command_grammar() -> TokenGrammar:
 if __name__ == "__main__":  # python -m voice.moonshine: build the cached models ahead of time
     if not available():
         print("moonshine-cpp is not installed: voice finals will come from pocketsphinx alone")
+    elif "--background" in sys.argv[1:]:  # a server's own build (voice/readiness.py)
+        os.nice(10)  # the server's requests come first
+        prepare()
     else:
         started = time.perf_counter()
         load()

@@ -9,7 +9,7 @@ recognition stream, and reports:
   audio and only when the words changed;
 * :class:`Final` at the end of the utterance: after a silence, when the client says the
   utterance ended (``VOICE_AUDIO_END``), or when it reaches ``MAX_UTTERANCE`` seconds (the
-  contract's 10 s cut).
+  contract's 10 s cut). Each ``VOICE_AUDIO_END`` gets exactly one final (:meth:`Listener.end`).
 
 How long a silence ends an utterance depends on what was said so far (:func:`completeness`):
 
@@ -61,6 +61,9 @@ class Final:
     transcript: Transcript
     seconds: float  # how much audio the utterance held
     reason: str  # "silence", "end" (VOICE_AUDIO_END) or "limit"
+    # The turn's last final again, answering VOICE_AUDIO_END after silence had already ended
+    # the utterance: its command was already given.
+    repeated: bool = False
 
 
 Result = Interim | Final
@@ -95,7 +98,7 @@ class Listener:
         self.frames = 0  # frames of the current utterance
         self.silent = 0  # consecutive unvoiced frames at its end
         self.loudest = 0.0  # the loudest frame of the utterance so far (RMS)
-        self.finals = 0  # finals since the client's last VOICE_AUDIO_END
+        self.last_final: Transcript | None = None  # since the client's last VOICE_AUDIO_END
         self.last_interim = ""
 
     def feed(self, pcm: bytes) -> list[Result]:
@@ -111,9 +114,11 @@ class Listener:
     def end(self) -> list[Result]:
         """The client ended the utterance (``VOICE_AUDIO_END``): finalise what was heard.
 
-        One final answers each ``VOICE_AUDIO_END``: if silence already ended the utterance,
-        that final was the answer (a sound after it that showed and heard no words gets none,
-        see ``_finish``); if nothing was said at all, the final is empty.
+        Exactly one final answers each ``VOICE_AUDIO_END``: the final of the utterance being
+        heard; else, if silence already ended the turn's last utterance, that final again
+        (``repeated``; a sound after it that showed and heard no words changes nothing, see
+        ``_finish``); else, nothing having been said since the last ``VOICE_AUDIO_END``, an
+        empty one.
         """
         results: list[Result] = []
         if self.pending and self.in_speech:
@@ -121,10 +126,13 @@ class Listener:
         self.pending = b""
         if self.in_speech:
             self._finish("end", results)
-        elif self.finals == 0:
-            results.append(Final(Transcript("", 0.0), 0.0, "end"))
+        if not any(isinstance(result, Final) for result in results):
+            if self.last_final is not None:
+                results.append(Final(self.last_final, 0.0, "end", repeated=True))
+            else:
+                results.append(Final(Transcript("", 0.0), 0.0, "end"))
         self.pre_roll.clear()
-        self.finals = 0
+        self.last_final = None
         return results
 
     def close(self) -> None:
@@ -183,10 +191,10 @@ class Listener:
         self.frames = self.silent = 0
         self.loudest = 0.0
         self.last_interim = ""
-        if not transcript.text and not shown and self.finals:
+        if not transcript.text and not shown and self.last_final is not None:
             return  # nothing heard or shown after a final of this turn: a breath, a word's tail
         results.append(Final(transcript, seconds, reason))
-        self.finals += 1
+        self.last_final = transcript
 
 
 def _level(frame: bytes) -> float:

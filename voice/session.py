@@ -5,7 +5,11 @@ LiveKit agent feeds it the user's microphone track. The runner queues audio, run
 session's :class:`~voice.pipeline.Listener` on a worker thread (recognition never blocks the
 event loop) one step at a time (results keep their order), and turns results into messages:
 ``VOICE_TRANSCRIPTION`` (interim, then final), ``VOICE_COMMAND`` and ``VOICE_RESPONSE``, each
-carrying ``sessionId``, handed to ``deliver`` as encoded frames.
+carrying ``sessionId``, handed to ``deliver`` as encoded frames. The final that answers a
+``VOICE_AUDIO_END`` carries its ``requestId``.
+
+Recognition needs this process's recogniser ready (``voice/readiness.py``): until it is, a voice
+session is refused (:func:`require_recogniser`).
 """
 
 from __future__ import annotations
@@ -25,21 +29,53 @@ from funpump import metrics, protocol
 from funpump.db import db_call
 from funpump.errors import DomainError, ErrorCode
 from funpump.ratelimit import rate_limiter
+from voice import readiness
 from voice.engines import BYTES_PER_SECOND, default_engine
 from voice.intents import Command, parse_command
+from voice.livekit import livekit_secret
 from voice.pipeline import Final, Interim, Listener, Result
 from voice.selectors import voice_answer
 from voice.services import voice_command_record
 
 logger = logging.getLogger(__name__)
 
+# Seconds a VOICE_SESSION_START waits for a recogniser still being made ready before it is
+# refused: loading the cached model after startup takes about 2 s.
+READY_WAIT = 5.0
 QUEUE_LIMIT = 256  # queued audio chunks per session before the sender is told to slow down
 
 # Recognition threads: enough to use every core, shared by all sessions of the process.
 _executor = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="voice")
 
 Deliver = Callable[[str], Awaitable[None] | None]
-_END = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    """``VOICE_AUDIO_END`` in the audio queue."""
+
+    request_id: str | None
+
+
+async def require_recogniser() -> None:
+    """Refuse a voice session while this process cannot listen yet.
+
+    A server without a LiveKit secret says voice is unavailable (``INTERNAL_ERROR``). A
+    recogniser still being made ready is waited for up to ``wait`` seconds (on a worker thread,
+    never the event loop), which covers loading the cached model after startup; past that (the
+    model's cache is still being built) the answer is ``RATE_LIMITED`` with ``retryAfterMs``:
+    the client may ask again then.
+    """
+    livekit_secret()
+    recogniser = readiness.recogniser
+    if not recogniser.ready() and READY_WAIT > 0:
+        await asyncio.to_thread(recogniser.wait, READY_WAIT)
+    if not recogniser.ready():
+        raise DomainError(
+            ErrorCode.RATE_LIMITED,
+            "voice is starting up: try again shortly",
+            {"retryAfterMs": recogniser.phase.retry_after_ms},
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +111,7 @@ class VoiceRunner:
         self.session = session
         self.deliver = deliver
         self.source = source
-        self.queue: asyncio.Queue[bytes | object] = asyncio.Queue(maxsize=QUEUE_LIMIT)
+        self.queue: asyncio.Queue[bytes | _End] = asyncio.Queue(maxsize=QUEUE_LIMIT)
         self.budget = AudioBudget(
             settings.FUNPUMP_VOICE_AUDIO_RATE, settings.FUNPUMP_VOICE_AUDIO_BURST
         )
@@ -95,11 +131,11 @@ class VoiceRunner:
             raise self._too_fast("audio arrives faster than it can be listened to")
         self._enqueue(pcm)
 
-    def end_utterance(self) -> None:
-        """``VOICE_AUDIO_END``: the current utterance is over."""
-        self._enqueue(_END)
+    def end_utterance(self, request_id: str | None = None) -> None:
+        """``VOICE_AUDIO_END``: the current utterance is over; its final answers ``request_id``."""
+        self._enqueue(_End(request_id))
 
-    def _enqueue(self, item: bytes | object) -> None:
+    def _enqueue(self, item: bytes | _End) -> None:
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -123,28 +159,34 @@ class VoiceRunner:
         loop = asyncio.get_running_loop()
         while True:
             item = await self.queue.get()
+            # A VOICE_AUDIO_END's requestId, until its answer (the final) is on its way.
+            request_id = item.request_id if isinstance(item, _End) else None
             try:
                 if self.listener is None:
                     stream = await loop.run_in_executor(_executor, default_engine().open)
                     self.listener = Listener(stream)
                 listener = self.listener
                 started = time.perf_counter()
-                if item is _END:
+                if isinstance(item, _End):
                     results = await loop.run_in_executor(_executor, listener.end)
                 else:
-                    assert isinstance(item, bytes)
                     results = await loop.run_in_executor(_executor, listener.feed, item)
-                if any(isinstance(result, Final) for result in results):
+                if any(isinstance(r, Final) and not r.repeated for r in results):
                     metrics.VOICE_FINAL_SECONDS.observe(time.perf_counter() - started)
                 for result in results:
-                    await self._emit(result)
+                    if isinstance(result, Final):
+                        answering, request_id = request_id, None
+                        await self._emit(result, answering)
+                    else:
+                        await self._emit(result)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("voice recognition failed in session %s", self.session.id)
-                await self._send_error(DomainError(ErrorCode.INTERNAL_ERROR, "internal error"))
+                error = DomainError(ErrorCode.INTERNAL_ERROR, "internal error")
+                await self._send_error(error, request_id)
 
-    async def _emit(self, result: Result) -> None:
+    async def _emit(self, result: Result, request_id: str | None = None) -> None:
         session_id = self.session.id
         if isinstance(result, Interim):
             await self._send(
@@ -152,12 +194,14 @@ class VoiceRunner:
                 protocol.VoiceTranscription(text=result.text, isFinal=False, sessionId=session_id),
             )
             return
-        assert isinstance(result, Final)
         text = result.transcript.text
         await self._send(
             "VOICE_TRANSCRIPTION",
             protocol.VoiceTranscription(text=text, isFinal=True, sessionId=session_id),
+            request_id,
         )
+        if result.repeated:
+            return  # the answer to VOICE_AUDIO_END only: this final's command was already given
         command = parse_command(text, heard=result.transcript.confidence)
         metrics.VOICE_COMMANDS.labels(command.intent).inc()
         metrics.VOICE_AUDIO_SECONDS.inc(result.seconds)
@@ -221,11 +265,13 @@ class VoiceRunner:
                 )
         return None
 
-    async def _send(self, message_type: str, data: BaseModel) -> None:
-        await self._deliver(protocol.encode(message_type, data, None))
+    async def _send(
+        self, message_type: str, data: BaseModel, request_id: str | None = None
+    ) -> None:
+        await self._deliver(protocol.encode(message_type, data, request_id))
 
-    async def _send_error(self, error: DomainError) -> None:
-        await self._deliver(protocol.error_frame(error, None))
+    async def _send_error(self, error: DomainError, request_id: str | None = None) -> None:
+        await self._deliver(protocol.error_frame(error, request_id))
 
     async def _deliver(self, frame: str) -> None:
         sent = self.deliver(frame)

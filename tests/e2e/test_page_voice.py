@@ -8,6 +8,7 @@ with an AudioWorklet, the server recognises the command, and the person confirms
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,8 @@ import pytest
 from environments.models import Position
 from environments.services import environment_create
 from tests.conftest import require
-from tests.e2e.test_page import CHROMIUM, FLAGS, off_loop
+from tests.e2e.test_page import CHROMIUM, FLAGS, WALLET_SHOWN, off_loop, wait_for_text
+from tests.e2e.test_voice_startup import wait_for_voice
 from tests.voice.speech import require_speech_tools
 from voice.models import VoiceCommand
 
@@ -82,15 +84,16 @@ def speaking_page(tmp_path: Path) -> Iterator[Callable[..., Any]]:
 
 
 def sign_in_and_join(page: Any, server: Any) -> str:
+    off_loop(wait_for_voice, server)  # the server refuses voice until its recogniser is ready
     page.goto(server.http + "/")
     page.wait_for_selector("#environment option[value='demo']", state="attached")
     page.select_option("#environment", "demo")
     assert page.is_disabled("#speak")  # nothing to speak to before joining
     page.click("#sign-in")
-    page.wait_for_function("document.querySelector('#wallet').textContent.length >= 32")
+    wait_for_text(page, "#wallet", WALLET_SHOWN)
     page.wait_for_selector("#join:not([disabled])")
     page.click("#join")
-    page.wait_for_function("document.querySelector('#balance-sol').textContent === '100'")
+    wait_for_text(page, "#balance-sol", "100")
     page.wait_for_selector("#speak:not([disabled])")
     return str(page.text_content("#wallet"))
 
@@ -108,9 +111,7 @@ def say(page: Any) -> None:
     page.click("#speak")
     page.wait_for_selector("#speak[aria-pressed='true']")
     assert page.text_content("#speak") == "Stop"
-    page.wait_for_function(
-        "document.querySelector('#voice-response').textContent.length > 0", timeout=30_000
-    )
+    wait_for_text(page, "#voice-response", re.compile(r"."))
     assert "interim" not in (page.get_attribute("#voice-heard", "class") or "")
     assert page.text_content("#voice-error") == ""
 
@@ -143,7 +144,7 @@ def test_a_spoken_buy_is_shown_then_confirmed_into_a_trade(daphne_server, speaki
     stop(page)
 
     page.click("#voice-confirm")
-    page.wait_for_function("document.querySelector('#balance-sol').textContent === '98.000000001'")
+    wait_for_text(page, "#balance-sol", "98.000000001")
     page.wait_for_selector("#trades li")
     assert "bought 66285714.223523 tokens for 1.97530864 SOL" in page.text_content("#trades li")
     assert page.text_content("#voice-result") == "Bought 66285714.223523 tokens for 1.97530864 SOL."
@@ -179,9 +180,7 @@ def test_sell_half_sells_the_floor_of_half_the_balance_the_page_shows(daphne_ser
     wallet = sign_in_and_join(page, server)
     page.fill("#amount", "1")
     page.click("button[value='buy']")
-    page.wait_for_function(
-        "document.querySelector('#balance-token').textContent === '34199203.154141'"
-    )
+    wait_for_text(page, "#balance-token", "34199203.154141")
 
     say(page)
     # After flite's soft final "f", the recogniser now and then also hears the grammar's
@@ -197,9 +196,7 @@ def test_sell_half_sells_the_floor_of_half_the_balance_the_page_shows(daphne_ser
 
     page.click("#voice-confirm")
     # 34199203154141 raw units: half is 17099601577070.5, floored; the rest stays.
-    page.wait_for_function(
-        "document.querySelector('#balance-token').textContent === '17099601.577071'"
-    )
+    wait_for_text(page, "#balance-token", "17099601.577071")
     assert page.text_content("#voice-result").startswith("Sold 17099601.57707 tokens for ")
     position = off_loop(Position.objects.get, environment_id="demo", wallet=wallet)
     assert position.token_balance == 17_099_601_577_071

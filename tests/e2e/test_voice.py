@@ -11,6 +11,7 @@ from nacl.signing import SigningKey
 
 from environments.services import environment_create
 from funpump.client import FunPumpClient, sign_in, wallet_of
+from tests.e2e.test_voice_startup import voice_session
 from tests.voice.speech import silence, speak
 from voice.models import VoiceCommand
 
@@ -22,26 +23,29 @@ async def test_spoken_commands_over_a_real_socket(daphne_server):
     server = await sync_to_async(daphne_server)()
     key = SigningKey.generate()
     wallet = wallet_of(key)
-    client = FunPumpClient(
-        server.ws, token=await sign_in(server.http, key), origin="http://127.0.0.1"
-    )
+    client = FunPumpClient(server.ws, token=await sign_in(server.http, key), origin=server.http)
     await client.connect()
     heard: list[dict[str, Any]] = []
     for kind in ("VOICE_TRANSCRIPTION", "VOICE_COMMAND", "VOICE_RESPONSE", "ERROR"):
         client.on(kind, heard.append)
     assert (await client.join(environment.id, wallet))["type"] == "ENVIRONMENT_STATE"
-    ready = await client.request("VOICE_SESSION_START", {"userId": wallet})
+    ready = await voice_session(client, wallet)
     assert ready["type"] == "VOICE_SESSION_READY"
     session_id = ready["data"]["sessionId"]
 
     async def utter(text: str) -> list[dict[str, Any]]:
         heard.clear()
         await client.send_audio(silence(0.3) + speak(text) + silence(0.3))
-        await client.send("VOICE_AUDIO_END", {"sessionId": session_id})
+        await client.send("VOICE_AUDIO_END", {"sessionId": session_id}, request_id=text)
+        # Answered by a final carrying the requestId: the utterance's, or its final again.
         async with asyncio.timeout(20):
-            while not heard or heard[-1]["type"] not in ("VOICE_RESPONSE", "ERROR"):
+            while not (
+                any(m.get("requestId") == text for m in heard)
+                and any(m["type"] in ("VOICE_RESPONSE", "ERROR") for m in heard)
+            ):
                 await asyncio.sleep(0.02)
-        return list(heard)
+        told = next(i for i, m in enumerate(heard) if m["type"] in ("VOICE_RESPONSE", "ERROR"))
+        return heard[: told + 1]
 
     buy = await utter("buy two sol")
     assert buy[-3]["data"] == {"text": "buy two sol", "isFinal": True, "sessionId": session_id}

@@ -30,7 +30,7 @@ from voice.models import VoiceCommand, VoiceSession
 from voice.services import voice_session_end, voice_session_start
 from voice.session import SessionInfo
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("voice_ready")]
 
 QUESTION = "what is the price"
 
@@ -404,9 +404,13 @@ def test_the_command_runs_the_agent_with_its_options(settings, monkeypatch):
 
         async def run(self, stop: asyncio.Event) -> None:
             assert not stop.is_set()
+            assert recogniser.ready()  # made ready before the agent ran
 
+    from voice import readiness
     from voice.management.commands import run_voice_agent
 
+    recogniser = readiness.Recogniser(lambda recogniser: None)
+    monkeypatch.setattr(readiness, "recogniser", recogniser)
     monkeypatch.setattr(run_voice_agent, "VoiceAgent", Agent)
     output = StringIO()
     call_command("run_voice_agent", "--poll", "0.5", "--max-sessions", "7", stdout=output)

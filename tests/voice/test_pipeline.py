@@ -68,7 +68,10 @@ def test_two_sentences_with_a_pause_are_two_utterances_with_interims_first():
     # Each utterance holds the speech (with its pre-roll) and not the long silences.
     for utterance in stream.utterances:
         assert 0.8 * len(speech) <= len(utterance) <= len(speech) + 32_000 * 0.7
-    assert listener.end() == []  # silence already answered the turn
+    # VOICE_AUDIO_END after silence ended the turn: its last final again, marked as a repeat.
+    [again] = listener.end()
+    assert again.repeated and again.transcript == Transcript("utterance 2", 0.9)
+    assert not finals[-1].repeated
 
 
 def test_the_stream_may_start_on_the_final_once_the_speech_pauses():
@@ -107,7 +110,7 @@ def test_audio_end_finalises_what_was_heard_and_answers_an_empty_turn():
     [final] = listener.end()
     assert final.reason == "end" and final.transcript.text == "utterance 1"
     [empty] = listener.end()  # nothing said since: an empty final answers it
-    assert empty.transcript == Transcript("", 0.0)
+    assert empty.transcript == Transcript("", 0.0) and not empty.repeated
 
 
 class Saying(Recorder):
@@ -173,9 +176,10 @@ def test_a_wordless_sound_after_a_command_does_not_answer_the_turn_again():
     [final] = finals(listener, speech + silence(0.3))
     assert final.transcript.text == "sell half"
     assert not finals(listener, trimmed(speak("ah")) + silence(0.05))  # still in speech
-    assert listener.end() == []  # VOICE_AUDIO_END: "sell half" answered this turn
+    [again] = listener.end()  # VOICE_AUDIO_END: "sell half" answered this turn, and again
+    assert again.repeated and again.transcript.text == "sell half"
     [empty] = listener.end()  # a turn with nothing said is still answered, emptily
-    assert empty.transcript == Transcript("", 0.0)
+    assert empty.transcript == Transcript("", 0.0) and not empty.repeated
 
 
 class Guessing(Heard):

@@ -17,7 +17,7 @@ from tests.voice.speech import chunks, silence, speak
 from voice.livekit import livekit_secret
 from voice.models import VoiceCommand, VoiceSession
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("voice_ready")]
 
 
 async def ask(socket, frame: dict[str, Any]) -> dict[str, Any]:
@@ -35,16 +35,34 @@ async def start(socket, wallet: Wallet, **extra: Any) -> dict[str, Any]:
 async def say(
     socket, session_id: str, text: str, *, end: bool = True, pause: float = 0.2, **voice: Any
 ) -> list[dict[str, Any]]:
-    """Speak ``text`` into the session; return every message up to its VOICE_RESPONSE."""
+    """Speak ``text`` into the session; return every message up to its VOICE_RESPONSE.
+
+    With ``end``, VOICE_AUDIO_END follows the audio and must be answered by a final carrying its
+    requestId: the utterance's own, or, when silence had already ended it, its final again.
+    """
     for frame in chunks(silence(0.3) + speak(text, **voice) + silence(pause)):
         await socket.send_to(bytes_data=frame)
+    request_id = f"end-{session_id}-{text}"
     if end:
-        await socket.send_to(
-            text_data=json.dumps({"type": "VOICE_AUDIO_END", "data": {"sessionId": session_id}})
-        )
-    messages = []
-    while not messages or messages[-1]["type"] not in ("VOICE_RESPONSE", "ERROR"):
-        messages.append(json.loads(await socket.receive_from(timeout=20)))
+        stop = {"type": "VOICE_AUDIO_END", "data": {"sessionId": session_id}}
+        await socket.send_to(text_data=json.dumps({**stop, "requestId": request_id}))
+    messages: list[dict[str, Any]] = []
+    answer = None
+
+    def answered() -> bool:
+        told = any(m["type"] in ("VOICE_RESPONSE", "ERROR") for m in messages)
+        return told and (not end or answer is not None)
+
+    while not answered():
+        message = json.loads(await socket.receive_from(timeout=20))
+        if end and message.get("requestId") == request_id:
+            answer = message
+            assert message["type"] == "VOICE_TRANSCRIPTION" and message["data"]["isFinal"]
+            if any(m["type"] in ("VOICE_RESPONSE", "ERROR") for m in messages):
+                heard = [m for m in messages if m["type"] == "VOICE_TRANSCRIPTION"][-1]
+                assert message["data"] == heard["data"]  # the final already sent, again
+                continue
+        messages.append(message)
     return messages
 
 
@@ -180,6 +198,59 @@ async def test_silence_then_audio_end_gets_an_empty_final_and_no_command(alice):
     assert command["data"]["intent"] == "UNKNOWN" and command["data"]["confidence"] <= 0.3
     response = json.loads(await socket.receive_from(timeout=10))
     assert response["type"] == "VOICE_RESPONSE"
+    await socket.disconnect()
+
+
+async def test_audio_end_after_silence_ended_the_utterance_gets_its_final_again(alice):
+    socket = await open_socket(alice)
+    session_id = (await start(socket, alice))["sessionId"]
+    # A long pause: the server ends the utterance on the silence by itself.
+    messages = await say(socket, session_id, "check my rewards", end=False, pause=0.8)
+    assert [m["type"] for m in messages][-3:] == [
+        "VOICE_TRANSCRIPTION",
+        "VOICE_COMMAND",
+        "VOICE_RESPONSE",
+    ]
+    final = messages[-3]
+    assert final["data"]["isFinal"] and final["data"]["text"] and "requestId" not in final
+    stop = {"type": "VOICE_AUDIO_END", "data": {"sessionId": session_id}, "requestId": "stop-1"}
+    assert await ask(socket, stop) == {
+        "type": "VOICE_TRANSCRIPTION",
+        "data": {"text": final["data"]["text"], "isFinal": True, "sessionId": session_id},
+        "requestId": "stop-1",
+    }
+    assert await socket.receive_nothing(timeout=0.5)  # the command was given once
+    assert await VoiceCommand.objects.filter(session_id=session_id).acount() == 1
+
+    # Nothing said since: the next VOICE_AUDIO_END is answered by an empty final.
+    empty = await ask(socket, {**stop, "requestId": "stop-2"})
+    assert empty == {
+        "type": "VOICE_TRANSCRIPTION",
+        "data": {"text": "", "isFinal": True, "sessionId": session_id},
+        "requestId": "stop-2",
+    }
+    command = json.loads(await socket.receive_from(timeout=10))
+    assert command["type"] == "VOICE_COMMAND" and command["data"]["intent"] == "UNKNOWN"
+    assert "requestId" not in command
+    assert json.loads(await socket.receive_from(timeout=10))["type"] == "VOICE_RESPONSE"
+    await socket.disconnect()
+
+
+async def test_audio_end_in_mid_utterance_is_answered_by_that_utterances_final(alice):
+    socket = await open_socket(alice)
+    session_id = (await start(socket, alice))["sessionId"]
+    words = speak("sell one thousand tokens")
+    for frame in chunks(silence(0.3) + words[: len(words) * 2 // 3]):  # cut off while speaking
+        await socket.send_to(bytes_data=frame)
+    stop = {"type": "VOICE_AUDIO_END", "data": {"sessionId": session_id}, "requestId": "cut"}
+    await socket.send_to(text_data=json.dumps(stop))
+    messages = [json.loads(await socket.receive_from(timeout=20))]
+    while messages[-1]["type"] != "VOICE_RESPONSE":
+        messages.append(json.loads(await socket.receive_from(timeout=20)))
+    finals = [m for m in messages if m["type"] == "VOICE_TRANSCRIPTION" and m["data"]["isFinal"]]
+    assert len(finals) == 1 and finals[0]["requestId"] == "cut"
+    assert [m["type"] for m in messages[-2:]] == ["VOICE_COMMAND", "VOICE_RESPONSE"]
+    assert await socket.receive_nothing(timeout=0.5)  # one answer, not a second final
     await socket.disconnect()
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from voice import readiness
 from voice.agent import VoiceAgent
 from voice.livekit import VoiceUnavailable, livekit_secret
 
@@ -53,6 +54,10 @@ class Command(BaseCommand):
             f"Voice agent on {settings.LIVEKIT_URL}: up to {max_sessions} session(s), "
             f"looking for sessions every {poll:g}s."
         )
+        # Ready before the first session: a model built or loaded inside the agent's event loop
+        # would hold up every room's audio meanwhile (voice/readiness.py).
+        self.stdout.write("Getting the speech recogniser ready...")
+        readiness.recogniser.wait()
         asyncio.run(serve(VoiceAgent(poll=poll, max_sessions=max_sessions)))
         self.stdout.write("Stopped.")
 

@@ -1,0 +1,14 @@
+"""The process's speech recogniser, ready before a test opens a voice session."""
+
+from __future__ import annotations
+
+import pytest
+
+from voice import readiness
+
+
+@pytest.fixture(scope="session")
+def voice_ready() -> None:
+    """Voice sessions are refused until the recogniser is ready (``voice/readiness.py``); a
+    server preloads it at startup, a test process here, once."""
+    assert readiness.recogniser.wait(timeout=600), "the speech recogniser did not get ready"
