@@ -17,24 +17,44 @@ from urllib.parse import urlsplit
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.http.request import split_domain_port, validate_host
 
-from environments.selectors import price_target, price_update
+from environments.models import environment_id_validator
+from environments.selectors import (
+    environment_events,
+    environment_sequences,
+    price_target,
+    price_update,
+)
 from environments.services import chat_post, participant_enter, participant_leave
-from funpump import metrics, protocol
+from funpump import caps, lifecycle, metrics, protocol
 from funpump.auth import token_wallet, user_wallet
 from funpump.db import db_call
 from funpump.errors import DomainError, ErrorCode
 from funpump.ratelimit import Grant, message_limiter
-from funpump.realtime import PROCESS_ID, Hub, Origin, market_key, rewards_key, voice_key
+from funpump.realtime import (
+    PROCESS_ID,
+    History,
+    Hub,
+    Origin,
+    market_key,
+    register_history,
+    rewards_key,
+    voice_key,
+)
+from idempotency.services import Replay
 from rewards.selectors import reward_view
 from rewards.services import claim_rewards
 from trading.market import market_interest_add, market_interest_remove, market_snapshot
 from trading.services import trade_execute
 from voice.services import voice_session_end, voice_session_start
-from voice.session import SessionInfo, VoiceRunner
+from voice.session import SessionInfo, VoiceRunner, require_recogniser
 
 logger = logging.getLogger(__name__)
+
+# Hubs read the events they missed back from the database (the kernel imports no app).
+register_history(History(events=environment_events, latest=environment_sequences))
 
 OUTBOX_LIMIT = 1000  # frames queued for a client before it is considered gone
 OWN_COPY_WAIT = 2.0  # seconds to wait for the trader's own broadcast before the next message
@@ -44,18 +64,44 @@ RATE_EXEMPT = frozenset({"HEARTBEAT"})
 # Application close codes (docs/protocol.md lists them with the advice to clients).
 CLOSE_SLOW_READER = 4009
 CLOSE_IDLE = 4408
+CLOSE_TOO_MANY_CONNECTIONS = 4429
 
 Handler = Callable[["RoomConsumer", Any, str | None], Awaitable[None]]
 
 
-def origin_allowed(headers: dict[bytes, bytes]) -> bool:
-    """Browsers always send ``Origin``; it must name an allowed host. Other clients send none."""
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_allowed(scope: dict[str, Any]) -> bool:
+    """Whether a handshake's ``Origin`` is the page this server serves (docs/protocol.md).
+
+    Browsers always send ``Origin``; other clients send none and are allowed. A browser's origin
+    is allowed when it equals an entry of ``CSRF_TRUSTED_ORIGINS``, or when its host is in
+    ``ALLOWED_HOSTS``, its scheme is the connection's (``http`` for ws, ``https`` for wss) and its
+    port is the one the client connected to (the ``Host`` header's; 80/443 when it names none).
+    """
+    headers = dict(scope.get("headers", []))
     origin = headers.get(b"origin")
     if origin is None:
         return True
-    host = urlsplit(origin.decode("latin-1")).netloc
-    domain, _port = split_domain_port(host)
-    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+    text = origin.decode("latin-1")
+    if text in settings.CSRF_TRUSTED_ORIGINS:
+        return True
+    scheme = "https" if scope.get("scheme") == "wss" else "http"
+    forwarded = headers.get(b"x-forwarded-proto")
+    if settings.NUM_PROXIES and forwarded:
+        # The left-most value is the client's, as Django reads SECURE_PROXY_SSL_HEADER.
+        proto = forwarded.decode("latin-1").split(",")[0].strip().lower()
+        scheme = "https" if proto in {"https", "wss"} else "http"
+    parts = urlsplit(text)
+    if parts.scheme != scheme or parts.path or parts.query or parts.fragment:
+        return False
+    # split_domain_port gives ("", "") for anything that is not host[:digits].
+    domain, port = split_domain_port(parts.netloc)
+    _, host_port = split_domain_port(headers.get(b"host", b"").decode("latin-1"))
+    expected = int(host_port) if host_port else DEFAULT_PORTS[scheme]
+    actual = int(port) if port else DEFAULT_PORTS[scheme]
+    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS) and actual == expected
 
 
 class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -71,7 +117,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def connect(self) -> None:
         headers = dict(self.scope.get("headers", []))
-        if not origin_allowed(headers):
+        if not origin_allowed(self.scope):
             await self.close()  # before accept: the handshake is refused with HTTP 403
             return
         authorization = headers.get(b"authorization", b"").decode("latin-1")
@@ -84,7 +130,25 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         else:
             self.wallet = user_wallet(self.scope.get("user"))
         self.connection_id = f"{PROCESS_ID}.{next(_connection_ids)}"
-        self.client_ip = (self.scope.get("client") or ["unknown"])[0]
+        # The address HTTP throttling sees too (behind DJANGO_NUM_PROXIES proxies, the client's).
+        address = caps.client_address(self.scope)
+        self.client_ip = address or "unknown"
+        # Holdings are the wallet's across its connections; an anonymous connection's its own.
+        self.owner = f"wallet:{self.wallet}" if self.wallet else f"connection:{self.connection_id}"
+        self.slots: list[str] = []
+        owners = caps.connection_owners(self.wallet, address)
+        refused = await caps.connection_slots().take(self.connection_id, owners)
+        if refused is not None:
+            # Accepted, then closed: a browser sees this code and reason, not a bare 403.
+            self.refused = True  # frames sent before the close arrives are ignored
+            self.handling = asyncio.Lock()
+            await self.accept()
+            kind = "wallet" if refused.startswith("wallet:") else "address"
+            await self.close(
+                code=CLOSE_TOO_MANY_CONNECTIONS, reason=f"too many connections from this {kind}"
+            )
+            return
+        self.slots = [owner for owner, _ in owners]
         self.joined = set()
         self.last_joined: str | None = None
         self.voice: VoiceRunner | None = None
@@ -94,6 +158,10 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
         self.hub = await Hub.get()
         await self.accept()
+        self.handling = asyncio.Lock()  # held while a message is handled; the drain waits on it
+        if not lifecycle.register(self):
+            await self.close(code=lifecycle.CLOSE_RESTART)  # shutdown began during the handshake
+            return
         metrics.CONNECTIONS.inc()
         self.counted = True
         logger.info(
@@ -119,6 +187,13 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             )
 
     async def disconnect(self, code: int) -> None:
+        slots, self.slots = getattr(self, "slots", []), []
+        if slots:
+            await caps.connection_slots().give_back(self.connection_id, slots)
+        owner = getattr(self, "owner", None)
+        if owner is not None:
+            caps.JOINED.release_connection(owner, self.connection_id)
+            caps.SUBSCRIBED.release_connection(owner, self.connection_id)
         if getattr(self, "counted", False):
             metrics.CONNECTIONS.dec()
             self.counted = False
@@ -163,9 +238,16 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.closing = asyncio.ensure_future(self.close(code=CLOSE_SLOW_READER))
 
     async def _write(self) -> None:
-        while True:
-            text = await self.outbox.get()
-            await self.send(text_data=text)
+        try:
+            while True:
+                text = await self.outbox.get()
+                await self.send(text_data=text)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Nothing else would notice a dead writer: the socket would stay open and silent.
+            logger.exception("writing to %s failed; closing it", self.connection_id)
+            await self.close(code=1011)
 
     def reply(self, message_type: str, data: Any, request_id: str | None) -> None:
         self.push(protocol.encode(message_type, data, request_id))
@@ -177,6 +259,8 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     # --- inbound ------------------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if getattr(self, "refused", False):
+            return
         self.last_heard = time.monotonic()
         if text_data is None:
             self._voice_audio(bytes_data or b"")
@@ -200,7 +284,8 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         grant = Grant(len(items), 0)
         if request.type not in RATE_EXEMPT:
             grant = await self._count(len(items))
-        for item in items[: grant.granted]:
+        for index, item in enumerate(items[: grant.granted]):
+            self.batch_item = index  # batch items sharing a requestId are idempotent one by one
             await self.handle(request.type, item, request.request_id)
         self._refuse_over_limit(len(items) - grant.granted, grant, request.request_id)
 
@@ -213,12 +298,9 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def _count(self, wanted: int) -> Grant:
         """Count ``wanted`` messages against the sender's sliding window."""
         key = f"wallet:{self.wallet}" if self.wallet else f"ip:{self.client_ip}"
-        try:
-            return await message_limiter().acquire(key, wanted)
-        except Exception:
-            # The limiter's store is down: keep serving rather than refuse everyone.
-            logger.exception("rate limiter unavailable; letting %s through", key)
-            return Grant(wanted, 0)
+        # While Redis is down the limiter counts per process (funpump/ratelimit.py): it neither
+        # waits on Redis nor raises.
+        return await message_limiter().acquire(key, wanted)
 
     def _refuse_over_limit(self, count: int, grant: Grant, request_id: str | None) -> None:
         if count:
@@ -281,10 +363,19 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         wallet = self._require_wallet(data.userId)
         environment_id = data.environmentId
         rejoin = environment_id in self.joined
-        if not rejoin and len(self.joined) >= settings.FUNPUMP_MAX_JOINED_ENVIRONMENTS:
+        try:
+            environment_id_validator(environment_id)
+        except ValidationError:
+            # No environment has such an id, and it must not reach the hub: ids become
+            # channel-layer group names, which the layer refuses (a non-ASCII id, say).
+            raise DomainError(ErrorCode.ENVIRONMENT_NOT_FOUND, "environment not found") from None
+        limit = settings.FUNPUMP_MAX_JOINED_ENVIRONMENTS
+        admitted = rejoin or caps.JOINED.admit(
+            self.owner, self.connection_id, environment_id, limit
+        )
+        if not admitted:
             raise protocol.invalid(
-                "too many environments joined on one connection",
-                limit=settings.FUNPUMP_MAX_JOINED_ENVIRONMENTS,
+                "too many environments joined by this wallet", field="environmentId", limit=limit
             )
         # Register before reading the state, so no event committed in between is missed; the
         # hub holds events until it knows which ones the state already includes.
@@ -295,6 +386,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             )
         except BaseException:
             if not rejoin:
+                caps.JOINED.release(self.owner, self.connection_id, environment_id)
                 await self.hub.leave(environment_id, self.connection_id)
             raise
         self.joined.add(state["id"])
@@ -305,35 +397,47 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def on_trade(self, data: protocol.VirtualTradeData, request_id: str | None) -> None:
         wallet = self._require_joined(data.environmentId)
         delivered = asyncio.get_running_loop().create_future()
-        await db_call(trade_execute)(
-            environment_id=data.environmentId,
-            wallet=wallet,
-            amount=int(data.amount),
-            is_buy=data.isBuy,
-            min_amount_out=None if data.minAmountOut is None else int(data.minAmountOut),
-            origin=Origin(self.connection_id, request_id, delivered),
-        )
+        try:
+            await db_call(trade_execute)(
+                environment_id=data.environmentId,
+                wallet=wallet,
+                amount=int(data.amount),
+                is_buy=data.isBuy,
+                min_amount_out=None if data.minAmountOut is None else int(data.minAmountOut),
+                origin=Origin(self.connection_id, request_id, delivered),
+                request_id=request_id,
+                request_item=getattr(self, "batch_item", 0),
+            )
+        except Replay as replay:  # it ran before: its own copy again, to this client only
+            self.reply("VIRTUAL_TRADE_EXECUTED", replay.data, request_id)
+            return
         await self._own_copy(delivered)
 
     async def on_chat(self, data: protocol.ChatMessageData, request_id: str | None) -> None:
         wallet = self._require_joined(data.environmentId)
         delivered = asyncio.get_running_loop().create_future()
-        await db_call(chat_post)(
-            environment_id=data.environmentId,
-            wallet=wallet,
-            message=data.message,
-            origin=Origin(self.connection_id, request_id, delivered),
-        )
+        try:
+            await db_call(chat_post)(
+                environment_id=data.environmentId,
+                wallet=wallet,
+                message=data.message,
+                origin=Origin(self.connection_id, request_id, delivered),
+                request_id=request_id,
+                request_item=getattr(self, "batch_item", 0),
+            )
+        except Replay as replay:
+            self.reply("CHAT_MESSAGE", replay.data, request_id)
+            return
         await self._own_copy(delivered)
 
     async def on_subscribe_price(
         self, data: protocol.SubscribePriceData, request_id: str | None
     ) -> None:
         key = (data.mintAddress, data.environmentId)
-        if key not in self.prices and len(self.prices) >= settings.FUNPUMP_MAX_SUBSCRIPTIONS:
+        limit = settings.FUNPUMP_MAX_SUBSCRIPTIONS
+        if key not in self.prices and not caps.SUBSCRIBED.allows(self.owner, key, limit):
             raise protocol.invalid(
-                "too many price subscriptions on one connection",
-                limit=settings.FUNPUMP_MAX_SUBSCRIPTIONS,
+                "too many price subscriptions by this wallet", field="mintAddress", limit=limit
             )
         if data.environmentId is None and settings.FUNPUMP_MARKET_FEED_URL:
             # A real mint's market price, once the feed has seen it trade; asking for it is
@@ -364,11 +468,14 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if previous is not None and previous != feed:
             await self._unwatch(key)
         self.prices[key] = feed
+        caps.SUBSCRIBED.hold(self.owner, self.connection_id, key)
 
     async def on_unsubscribe_price(
         self, data: protocol.UnsubscribePriceData, request_id: str | None
     ) -> None:
-        await self._unwatch((data.mintAddress, data.environmentId))
+        key = (data.mintAddress, data.environmentId)
+        await self._unwatch(key)
+        caps.SUBSCRIBED.release(self.owner, self.connection_id, key)
 
     async def _unwatch(self, key: tuple[str, str | None]) -> None:
         feed = self.prices.pop(key, None)
@@ -396,8 +503,14 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self, data: protocol.ClaimRewardsData, request_id: str | None
     ) -> None:
         wallet = self._require_wallet(data.userId)
-        await db_call(claim_rewards)(wallet=wallet)
-        self.reply("REWARD_UPDATE", await db_call(reward_view)(wallet), request_id)
+        try:
+            claimed = await db_call(claim_rewards)(
+                wallet=wallet, request_id=request_id, request_item=getattr(self, "batch_item", 0)
+            )
+        except Replay as replay:
+            self.reply("REWARD_UPDATE", replay.data, request_id)
+            return
+        self.reply("REWARD_UPDATE", claimed.answer, request_id)
 
     # --- voice ----------------------------------------------------------------------------------
 
@@ -405,6 +518,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self, data: protocol.VoiceSessionStartData, request_id: str | None
     ) -> None:
         wallet = self._require_wallet(data.userId)
+        await require_recogniser()
         if self.voice is not None:
             await self._voice_stop(reason=None)  # the new session replaces it in the database
         started = await db_call(voice_session_start)(
@@ -434,7 +548,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def on_voice_audio_end(
         self, data: protocol.VoiceAudioEndData, request_id: str | None
     ) -> None:
-        self._voice_session(data.sessionId).end_utterance()
+        self._voice_session(data.sessionId).end_utterance(request_id)
 
     async def on_voice_session_end(
         self, data: protocol.VoiceSessionEndData, request_id: str | None
@@ -488,6 +602,39 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await asyncio.wait_for(delivered, OWN_COPY_WAIT)
         except TimeoutError:
             logger.warning("own copy not delivered in time on %s", self.connection_id)
+
+    # --- graceful shutdown (funpump/lifecycle.py) ----------------------------------------------
+
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        if lifecycle.draining():
+            return  # not handled: after the 1012 close the client resends it elsewhere
+        handling = getattr(self, "handling", None)
+        if handling is None:  # closed during the handshake: never registered, nothing to drain
+            await super().websocket_receive(message)
+            return
+        async with handling:
+            await super().websocket_receive(message)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        try:
+            await super().websocket_disconnect(message)
+        finally:
+            lifecycle.unregister(self)  # after the clean-up, which the drain waits for
+
+    async def settle(self) -> None:
+        """Finish the message being handled (the drain refuses the ones after it)."""
+        async with self.handling:
+            pass
+
+    async def close_for_restart(self, wait: float) -> None:
+        """Close with 1012 once the outbox is written (at most ``wait`` seconds from now)."""
+        writer = getattr(self, "writer", None)
+        for _ in range(int(wait / 0.01)):  # a short poll: the writer task owns the queue
+            if writer is None or writer.done() or self.outbox.empty():
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # let the writer hand its last frame to the socket
+        await self.close(code=lifecycle.CLOSE_RESTART)
 
 
 HANDLERS: dict[str, Handler] = {

@@ -78,23 +78,59 @@ async function signIn() {
   connect();
 }
 
+let heartbeat = null;
+let reconnects = 0;  // attempts since the last connection that opened
+
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   socket = new WebSocket(`${scheme}://${location.host}/ws`);
-  socket.addEventListener("open", () => { $("join").disabled = false; status("connected"); });
-  socket.addEventListener("close", () => {
+  socket.addEventListener("open", () => {
+    reconnects = 0;
+    $("join").disabled = false;
+    status("connected");
+    if (joined) rejoin();  // back after a reconnection: the state comes again, gaps included
+  });
+  socket.addEventListener("close", (event) => {
     $("join").disabled = true;
     status("disconnected");
     voiceReset("disconnected");
+    reconnect(event.code, event.reason);
   });
-  socket.addEventListener("message", (event) => handle(JSON.parse(event.data)));
-  setInterval(() => send("HEARTBEAT"), 30000);
+  socket.addEventListener("message", (event) => handle(untag(JSON.parse(event.data))));
+  if (!heartbeat) heartbeat = setInterval(() => send("HEARTBEAT"), 30000);
 }
 
-function send(type, data, requestId) {
+// A server restart closes with 1012 (1001 when it goes away): come back at once, after a short
+// random pause so a whole room does not arrive together; behind a proxy that reaches another
+// server process. 4429 (too many connections from this wallet or address) is not retried: the
+// reason is shown, since another try would only be refused again. Other closes retry every 3 s,
+// up to 5 times.
+function reconnect(code, reason) {
+  if (code === 4429) { status(`disconnected: ${reason || "too many connections"}`); return; }
+  if (reconnects >= 5) { status("disconnected: reload the page to reconnect"); return; }
+  reconnects += 1;
+  const restart = code === 1012 || code === 1001;
+  const delay = restart && reconnects === 1 ? Math.random() * 1000 : 3000;
+  status(restart ? "server restarting: reconnecting…" : "disconnected: reconnecting…");
+  setTimeout(connect, delay);
+}
+
+// A trade, chat line or claim runs once per requestId (docs/protocol.md, "Idempotent requests"),
+// so every message goes out with a fresh id, "<tag>~<page>.<n>"; answers are read by the tag.
+const pageId = Math.random().toString(36).slice(2, 10);
+let sent = 0;
+
+function send(type, data, tag) {
   if (socket && socket.readyState === WebSocket.OPEN) {
+    sent += 1;
+    const requestId = tag === undefined ? undefined : `${tag}~${pageId}.${sent}`;
     socket.send(JSON.stringify({ type, data, requestId }));
   }
+}
+
+function untag(message) {
+  if (typeof message.requestId === "string") message.requestId = message.requestId.split("~")[0];
+  return message;
 }
 
 function showMarket(state) {
@@ -194,6 +230,7 @@ const voice = {
   opening: false,  // between a press of Speak and the microphone being open
   command: null,   // the last VOICE_COMMAND that a Confirm would carry out
   fresh: true,     // the next transcription begins a new utterance
+  shown: null,     // the text of the turn's last final, as shown
 };
 const FRACTIONS = { "1": "all", "0.5": "half", "0.25": "a quarter" };
 const METRICS = { price: "the price", volume: "the 24 h volume", marketCap: "the market cap" };
@@ -305,6 +342,7 @@ async function speakStart() {
     }
   };
   voice.fresh = true;
+  voice.shown = null;
   $("speak").textContent = "Stop";
   $("speak").setAttribute("aria-pressed", "true");
   $("speak").disabled = false;
@@ -351,10 +389,14 @@ function voiceHandle(message) {
   if (!voice.session || data.sessionId !== voice.session.id) return;  // an older session's
   switch (message.type) {
     case "VOICE_TRANSCRIPTION":
+      // Stop's VOICE_AUDIO_END is answered by the turn's final again when silence had already
+      // ended the utterance: the command shown under it stays.
+      if (data.isFinal && voice.fresh && message.requestId === "voice-end"
+          && data.text === voice.shown) break;
       if (voice.fresh) { voiceClear(); voice.fresh = false; }
       $("voice-heard").textContent = data.text || (data.isFinal ? "(nothing heard)" : "…");
       $("voice-heard").classList.toggle("interim", !data.isFinal);
-      if (data.isFinal) voice.fresh = true;
+      if (data.isFinal) { voice.fresh = true; voice.shown = data.text; }
       break;
     case "VOICE_COMMAND": {
       $("voice-intent").textContent = data.intent;
