@@ -57,7 +57,9 @@ class DrainReport:
 
 
 _draining_since: float | None = None
-_connections: set[Drainable] = set()
+# Each connection with the event loop it runs on: only the running loop's are drained (a loop
+# that closed without its connections' clean-up, as at the end of a test, leaves none behind).
+_connections: dict[Drainable, asyncio.AbstractEventLoop] = {}
 _gone: asyncio.Event | None = None
 
 
@@ -74,19 +76,31 @@ def register(connection: Drainable) -> bool:
     """Track a newly accepted connection; False when the drain has begun (close it at once)."""
     if draining():
         return False
-    _connections.add(connection)
+    _connections[connection] = asyncio.get_running_loop()
     return True
 
 
 def unregister(connection: Drainable) -> None:
     """The connection is gone and cleaned up."""
-    _connections.discard(connection)
-    if not _connections and _gone is not None:
+    _connections.pop(connection, None)
+    if not _live() and _gone is not None:
         _gone.set()
 
 
+def _live() -> list[Drainable]:
+    """This loop's connections, forgetting those of loops that have closed."""
+    for connection, loop in list(_connections.items()):
+        if loop.is_closed():
+            del _connections[connection]
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        return list(_connections)
+    return [connection for connection, loop in _connections.items() if loop is running]
+
+
 def connections() -> int:
-    return len(_connections)
+    return len(_live())
 
 
 def begin_drain() -> None:
@@ -103,7 +117,7 @@ async def drain(timeout: float) -> DrainReport:
     begin_drain()
     _gone = asyncio.Event()
     deadline = started + timeout
-    live = list(_connections)
+    live = _live()
     logger.info(
         "draining %d connections (at most %s s)",
         len(live),
@@ -117,12 +131,10 @@ async def drain(timeout: float) -> DrainReport:
         await hub.flush(max(0.0, deadline - close_reserve - time.monotonic()))
     # Half of what is left to write the answers, the rest for the clients' close replies.
     wait = max(0.0, deadline - time.monotonic()) / 2
-    await _within(
-        deadline, (connection.close_for_restart(wait) for connection in list(_connections))
-    )
-    if _connections:
+    await _within(deadline, (connection.close_for_restart(wait) for connection in _live()))
+    if _live():
         await _within(deadline, [_gone.wait()])
-    left_open = len(_connections)
+    left_open = len(_live())
     if hub is not None:
         try:
             await asyncio.wait_for(hub.close(), HUB_CLOSE_TIMEOUT)
