@@ -58,7 +58,7 @@ from django.db import connection, connections  # noqa: E402
 from django.db.migrations.executor import MigrationExecutor  # noqa: E402
 
 from environments.services import CurveConstants, environment_create  # noqa: E402
-from funpump.auth import token_issue  # noqa: E402
+from wallets.auth import token_issue  # noqa: E402
 
 OUT_DIR = ROOT / ".bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -15,8 +15,8 @@ from environments.services import (
     environment_create,
     environment_set_open,
 )
-from funpump.admin import LedgerAdmin
-from funpump.errors import DomainError
+from kernel.admin import LedgerAdmin
+from protocol.errors import DomainError
 from trading import curve
 
 STATE_FIELDS = (

@@ -7,7 +7,7 @@ from a background thread every ``REFRESH_EVERY`` seconds; a crashed process's en
 their own after ``ENTRY_TTL``. Without Redis, one process is all there is and a
 dictionary suffices.
 
-While Redis is down (the shared breaker of :mod:`funpump.breaker` is open) nothing waits on it:
+While Redis is down (the shared breaker of :mod:`kernel.breaker` is open) nothing waits on it:
 joins and leaves change only this process's own entries, and counts are this process's own
 connections. When Redis answers again the refresher writes this process's entries back at once
 (a restarted Redis has lost them); entries of connections that left meanwhile expire.
@@ -28,7 +28,7 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from funpump.breaker import Breaker, redis_breaker
+from kernel.breaker import Breaker, redis_breaker
 
 logger = logging.getLogger(__name__)
 

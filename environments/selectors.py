@@ -9,12 +9,13 @@ from django.utils import timezone
 
 from environments import presence
 from environments.models import ChatMessage, Environment, Position
-from funpump.errors import DomainError, ErrorCode
-from funpump.realtime import Event
+from kernel.clock import millis
+from kernel.realtime import Event
+from protocol.errors import DomainError, ErrorCode
 from trading import curve
 from trading.market import market_snapshot
 from trading.models import Trade
-from trading.selectors import millis, trade_view, trades_recent, volume_24h
+from trading.selectors import trade_view, trades_recent, volume_24h
 
 HISTORY_SIZE = 50
 

@@ -14,11 +14,11 @@ from django.db import IntegrityError, transaction
 from environments import presence
 from environments.models import ChatMessage, Environment, Position, environment_id_validator
 from environments.selectors import chat_view, environment_state
-from funpump.addresses import is_public_key
-from funpump.errors import DomainError, ErrorCode
-from funpump.realtime import Event, Origin, publish_on_commit, rewards_key, touch_on_commit
 from idempotency.models import Receipt
 from idempotency.services import receipt_answer, request_key, run_once
+from kernel.realtime import Event, Origin, publish_on_commit, rewards_key, touch_on_commit
+from protocol.addresses import is_public_key
+from protocol.errors import DomainError, ErrorCode
 from trading import curve
 from trading.locks import lock_environment, lock_position
 

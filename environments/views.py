@@ -13,11 +13,11 @@ from rest_framework.views import APIView
 
 from environments.selectors import environment_get, environment_list, environment_summaries
 from environments.services import environment_create
-from funpump.auth import user_wallet
-from funpump.errors import DomainError, ErrorCode
-from funpump.protocol import EnvironmentSummary, TradeView
 from idempotency.services import Replay
+from protocol import EnvironmentSummary, TradeView
+from protocol.errors import DomainError, ErrorCode
 from trading.selectors import trade_view, trades_page
+from wallets.auth import user_wallet
 
 MAX_PAGE = 200
 DEFAULT_PAGE = 50

@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP through Django, ``/ws`` through the room consumer."""
+"""ASGI entry point: HTTP through Django, ``/ws`` through the gateway."""
 
 import os
 
@@ -15,13 +15,12 @@ if settings.DEBUG:
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.urls import path  # noqa: E402
 
-from funpump.consumers import RoomConsumer  # noqa: E402
+from gateway.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_http,
-        "websocket": AuthMiddlewareStack(URLRouter([path("ws", RoomConsumer.as_asgi())])),
+        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
     }
 )

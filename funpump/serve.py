@@ -7,7 +7,7 @@ refuses close code 1009 from an application; this launcher sets the limit to
 (Message Too Big). Every other option is daphne's own.
 
 It also shuts down gracefully: on SIGTERM or SIGINT, before daphne cancels the connections, it
-drains them (``funpump.lifecycle``): readiness turns false, new WebSocket handshakes are refused
+drains them (``kernel.lifecycle``): readiness turns false, new WebSocket handshakes are refused
 with HTTP 503, the messages in flight are finished and their broadcasts sent, and every socket is
 closed with 1012 (Service Restart), all within ``FUNPUMP_DRAIN_SECONDS``.
 """
@@ -47,7 +47,7 @@ class BoundedWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
 
     Inbound: daphne puts every frame in the application's queue as soon as it is read, however
     far behind the application is. Each frame is charged to the connection's
-    :class:`funpump.caps.InboundBudget`; over the byte rate, or with too many frames or bytes
+    :class:`kernel.caps.InboundBudget`; over the byte rate, or with too many frames or bytes
     waiting, the socket is not read until it is back under, so a fast sender is slowed by TCP
     rather than buffered here.
     """
@@ -61,7 +61,7 @@ class BoundedWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         if self.muted or getattr(self, "application_queue", None) is None:
             return
         if self.inbound is None:
-            from funpump.caps import InboundBudget
+            from kernel.caps import InboundBudget
 
             self.inbound = InboundBudget.from_settings()
         self.inbound.arrived(len(payload))
@@ -129,7 +129,7 @@ class BoundedWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
     # --- graceful shutdown ----------------------------------------------------------------------
 
     def onConnect(self, request: Any) -> Any:
-        from funpump import lifecycle
+        from kernel import lifecycle
 
         if lifecycle.draining():
             # Before daphne registers the connection: a proxy retries another process on 503.
@@ -177,7 +177,7 @@ class GracefulServer(daphne_server.Server):  # type: ignore[misc]
     def kill_all_applications(self) -> defer.Deferred[Any]:
         from django.conf import settings
 
-        from funpump import lifecycle
+        from kernel import lifecycle
 
         drained: defer.Deferred[Any] = defer.Deferred.fromFuture(
             asyncio.ensure_future(lifecycle.drain(settings.FUNPUMP_DRAIN_SECONDS))

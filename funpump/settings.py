@@ -44,7 +44,7 @@ INSTALLED_APPS = [
     "axes",
     "rest_framework",
     "drf_spectacular",
-    "funpump",
+    "wallets",
     "environments",
     "trading",
     "voice",
@@ -130,7 +130,7 @@ if REDIS_URL:
                 # receive, and a pool of 100: give the receive loop room and bursts connections.
                 # Its default retries (10, with backoff) hold each call about 2 s while Redis is
                 # down: retry once at once (a pooled connection left stale by a restart) and let
-                # the hub fall back to the database instead (funpump/realtime.py).
+                # the hub fall back to the database instead (kernel/realtime.py).
                 "hosts": [
                     {
                         "address": REDIS_URL,
@@ -178,7 +178,7 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = env.int("FUNPUMP_ADMIN_LOGIN_FAILURES", default=5)
 AXES_COOLOFF_TIME = timedelta(seconds=env.int("FUNPUMP_ADMIN_LOCKOUT", default=900))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-AXES_CLIENT_IP_CALLABLE = "funpump.views.client_ip"
+AXES_CLIENT_IP_CALLABLE = "wallets.views.client_ip"
 AXES_RESET_ON_SUCCESS = True
 # Every wallet sign-in is a Django login too: a row per sign-in would grow without end.
 AXES_DISABLE_ACCESS_LOG = True
@@ -202,7 +202,7 @@ FUNPUMP_MARKET_FEED_URL = env.str("FUNPUMP_MARKET_FEED_URL", default="")
 FUNPUMP_MARKET_FEED_API_KEY = env.str("FUNPUMP_MARKET_FEED_API_KEY", default="")
 # Bytes waiting in server memory for a client that does not read, beyond the kernel's buffer.
 FUNPUMP_MAX_BUFFERED_BYTES = env.int("FUNPUMP_MAX_BUFFERED_BYTES", default=1024 * 1024)
-# Resource caps (funpump/caps.py): sockets per wallet and per client address, across processes
+# Resource caps (kernel/caps.py): sockets per wallet and per client address, across processes
 # where Redis is set (0: no cap); inbound bytes per connection, as a rate with a burst, and the
 # frames and bytes that may wait for the application before the socket is no longer read.
 FUNPUMP_MAX_CONNECTIONS_PER_WALLET = env.int("FUNPUMP_MAX_CONNECTIONS_PER_WALLET", default=20)
@@ -238,13 +238,13 @@ FUNPUMP_VOICE_PRELOAD = env.bool("FUNPUMP_VOICE_PRELOAD", default=True)
 NUM_PROXIES = env.int("DJANGO_NUM_PROXIES", default=0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "funpump.authentication.BearerTokenAuthentication",
+        "wallets.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "funpump.views.api_exception_handler",
+    "EXCEPTION_HANDLER": "kernel.api.api_exception_handler",
     "NUM_PROXIES": NUM_PROXIES,
 }
 SPECTACULAR_SETTINGS = {
@@ -256,7 +256,7 @@ SPECTACULAR_SETTINGS = {
     # The health endpoints are plain async views (no DRF): the hook describes them.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "funpump.views.health_schema",
+        "gateway.views.health_schema",
     ],
 }
 

@@ -3,15 +3,16 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
 from environments.views import EnvironmentDetailView, EnvironmentListView, TradeListView
-from funpump import views
-from funpump.metrics import metrics_view
+from gateway import views
+from kernel.metrics import metrics_view
 from rewards.views import MyRewardsView
+from wallets.views import ChallengeView, VerifyView
 
 urlpatterns = [
     path("", views.room, name="room"),
     path("admin/", admin.site.urls),
-    path("api/auth/challenge", views.ChallengeView.as_view(), name="auth-challenge"),
-    path("api/auth/verify", views.VerifyView.as_view(), name="auth-verify"),
+    path("api/auth/challenge", ChallengeView.as_view(), name="auth-challenge"),
+    path("api/auth/verify", VerifyView.as_view(), name="auth-verify"),
     path("api/environments", EnvironmentListView.as_view(), name="environment-list"),
     path(
         "api/environments/<str:environment_id>",

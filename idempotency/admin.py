@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from funpump.admin import LedgerAdmin
 from idempotency.models import Receipt
+from kernel.admin import LedgerAdmin
 
 
 @admin.register(Receipt)

@@ -25,9 +25,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from funpump.errors import DomainError, ErrorCode
 from idempotency.models import Receipt
 from idempotency.selectors import receipt_find
+from protocol.errors import DomainError, ErrorCode
 
 T = TypeVar("T")
 ATTEMPTS = 3  # a stale receipt replaced, or a concurrent copy rolled back, then a clean run

@@ -6,7 +6,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from funpump.admin import LedgerAdmin
+from kernel.admin import LedgerAdmin
 from rewards.models import Claim, RewardAccount, RewardEntry, RewardTier, Settlement
 from rewards.services import claims_mark_paid
 

@@ -7,10 +7,10 @@ from typing import Any
 from django.db.models import Sum
 
 from environments.models import Environment
+from kernel.clock import millis
 from rewards.models import Claim, RewardAccount, RewardEntry, RewardTier
 from rewards.services import tier_of
 from trading.models import Trade
-from trading.selectors import millis
 
 
 def reward_view(wallet: str) -> dict[str, Any]:

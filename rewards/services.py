@@ -13,10 +13,10 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from environments.models import Environment
-from funpump.errors import DomainError, ErrorCode
-from funpump.realtime import rewards_key, touch_on_commit
 from idempotency.models import Receipt
 from idempotency.services import receipt_answer, request_key, run_once
+from kernel.realtime import rewards_key, touch_on_commit
+from protocol.errors import DomainError, ErrorCode
 from rewards.models import Claim, RewardAccount, RewardEntry, RewardTier, Settlement
 from trading.curve import BPS
 from trading.models import Trade

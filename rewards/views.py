@@ -8,9 +8,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from environments.views import IsWallet
-from funpump.auth import user_wallet
-from funpump.protocol import RewardUpdate
+from protocol import RewardUpdate
 from rewards.selectors import reward_history, reward_view
+from wallets.auth import user_wallet
 
 
 class MyRewardsView(APIView):

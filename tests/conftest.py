@@ -17,9 +17,9 @@ from nacl.signing import SigningKey
 from environments.models import Environment
 from environments.services import CurveConstants, environment_create
 from funpump.asgi import application
-from funpump.auth import token_issue
-from funpump.client import wallet_of
+from gateway.client import wallet_of
 from rewards.models import RewardTier
+from wallets.auth import token_issue
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # What a browser on the page at http://127.0.0.1/ sends: the socket checks Origin against Host.
@@ -109,7 +109,7 @@ async def open_socket(
 async def _close_hub() -> Any:
     """Each test's event loop gets its own hub; stop it before the loop closes."""
     yield
-    from funpump.realtime import Hub
+    from kernel.realtime import Hub
 
     hub = Hub.instance
     if hub is not None and hub.loop is asyncio.get_running_loop():

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from funpump.admin import LedgerAdmin
+from kernel.admin import LedgerAdmin
 from trading import curve
 from trading.models import Trade
 

@@ -8,7 +8,7 @@ lock each while waiting for the other's.
 from __future__ import annotations
 
 from environments.models import Environment, Position
-from funpump.errors import DomainError, ErrorCode
+from protocol.errors import DomainError, ErrorCode
 
 
 def lock_environment(environment_id: str) -> Environment:

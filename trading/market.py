@@ -25,7 +25,7 @@ import websockets
 from django.core.cache import cache
 
 from environments import presence
-from funpump.breaker import redis_breaker
+from kernel.breaker import redis_breaker
 from trading import curve
 
 logger = logging.getLogger(__name__)

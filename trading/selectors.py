@@ -7,15 +7,11 @@ from typing import Any
 
 from django.db.models import QuerySet, Sum
 
+from kernel.clock import millis
 from trading import curve
 from trading.models import Trade, VolumeMinute
 
 VOLUME_WINDOW = timedelta(hours=24)
-
-
-def millis(moment: datetime) -> int:
-    """A timestamp as integer milliseconds since the Unix epoch."""
-    return int(moment.timestamp() * 1000)
 
 
 def trade_view(trade: Trade) -> dict[str, Any]:

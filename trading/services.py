@@ -8,10 +8,10 @@ from django.db.models import F
 
 from environments.models import Position
 from environments.selectors import balance_view, trade_executed_view
-from funpump.errors import DomainError, ErrorCode
-from funpump.realtime import Event, Origin, publish_on_commit, rewards_key, touch_on_commit
 from idempotency.models import Receipt
 from idempotency.services import receipt_answer, request_key, run_once
+from kernel.realtime import Event, Origin, publish_on_commit, rewards_key, touch_on_commit
+from protocol.errors import DomainError, ErrorCode
 from trading import curve
 from trading.locks import lock_environment, lock_position
 from trading.models import Trade, VolumeMinute

@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from funpump.admin import LedgerAdmin
+from kernel.admin import LedgerAdmin
 from voice.models import VoiceCommand, VoiceSession
 from voice.services import voice_session_end
 

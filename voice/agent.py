@@ -5,7 +5,7 @@ database for open sessions and keeps one :class:`SessionAgent` per session: it j
 session's room hidden (``voice.livekit.agent_token``), subscribes to the audio of the participant
 whose identity is the session's wallet, and feeds it to the same :class:`~voice.session.VoiceRunner`
 as the socket path. The runner's messages are handed to the socket servers through the channel
-layer (``funpump.realtime.signal`` on the session's key), where the consumer holding the session
+layer (``kernel.realtime.signal`` on the session's key), where the consumer holding the session
 pushes them to the user's socket.
 
 The audio path (:func:`feed_frames`) is plain code over ``rtc.AudioFrame``s: LiveKit frames of
@@ -28,9 +28,9 @@ from django.conf import settings
 from django.utils import timezone
 from livekit import rtc
 
-from funpump.db import db_call
-from funpump.errors import DomainError
-from funpump.realtime import signal, voice_key
+from kernel.db import db_call
+from kernel.realtime import signal, voice_key
+from protocol.errors import DomainError
 from voice.engines import BYTES_PER_SECOND, SAMPLE_RATE
 from voice.livekit import agent_token
 from voice.selectors import OpenSession, open_sessions

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from livekit import api
 
-from funpump.errors import DomainError, ErrorCode
+from protocol.errors import DomainError, ErrorCode
 
 # LiveKit's name for a microphone track source.
 MICROPHONE = "microphone"

@@ -13,8 +13,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from environments.models import Environment
-from funpump.errors import DomainError, ErrorCode
-from funpump.realtime import signal_on_commit, voice_key
+from kernel.realtime import signal_on_commit, voice_key
+from protocol.errors import DomainError, ErrorCode
 from voice.intents import Command
 from voice.livekit import user_token
 from voice.models import VoiceCommand, VoiceSession, new_session_id

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from django.conf import settings
 from pydantic import BaseModel
 
-from funpump import metrics, protocol
-from funpump.db import db_call
-from funpump.errors import DomainError, ErrorCode
-from funpump.ratelimit import rate_limiter
+import protocol
+from kernel import metrics
+from kernel.db import db_call
+from kernel.ratelimit import rate_limiter
+from protocol.errors import DomainError, ErrorCode
 from voice import readiness
 from voice.engines import BYTES_PER_SECOND, default_engine
 from voice.intents import Command, parse_command

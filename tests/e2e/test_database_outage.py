@@ -13,10 +13,10 @@ from nacl.signing import SigningKey
 
 from environments.models import Environment, Position
 from environments.services import environment_create
-from funpump.auth import token_issue
-from funpump.client import FunPumpClient, wallet_of
+from gateway.client import FunPumpClient, wallet_of
 from tests.e2e.conftest import database_url, free_port
 from trading.models import Trade
+from wallets.auth import token_issue
 
 pytestmark = pytest.mark.asyncio
 

@@ -25,12 +25,12 @@ from nacl.signing import SigningKey
 from environments.models import Environment
 from environments.selectors import chat_view
 from environments.services import chat_post, environment_create
-from funpump import realtime
-from funpump.auth import token_issue
-from funpump.client import FunPumpClient, wallet_of
+from gateway.client import FunPumpClient, wallet_of
+from kernel import realtime
 from tests.conftest import require
 from tests.e2e.conftest import free_port
 from trading.models import Trade
+from wallets.auth import token_issue
 
 pytestmark = pytest.mark.asyncio
 

@@ -12,8 +12,8 @@ from nacl.signing import SigningKey
 
 from environments.models import Environment
 from environments.services import environment_create
-from funpump.auth import token_issue
-from funpump.client import FunPumpClient, wallet_of
+from gateway.client import FunPumpClient, wallet_of
+from wallets.auth import token_issue
 
 pytestmark = pytest.mark.asyncio
 

@@ -15,10 +15,10 @@ from nacl.signing import SigningKey
 from websockets.asyncio.server import serve
 
 from environments.services import environment_create, generate_mint
-from funpump.auth import token_issue
-from funpump.client import FunPumpClient, wallet_of
+from gateway.client import FunPumpClient, wallet_of
 from tests.e2e.conftest import ROOT, database_url
 from tests.trading.test_market import trade_message
+from wallets.auth import token_issue
 
 pytestmark = pytest.mark.asyncio
 

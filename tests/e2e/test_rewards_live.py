@@ -13,9 +13,9 @@ from django.conf import settings
 from nacl.signing import SigningKey
 
 from environments.services import environment_create
-from funpump.auth import token_issue
-from funpump.client import FunPumpClient, wallet_of
+from gateway.client import FunPumpClient, wallet_of
 from tests.e2e.conftest import ROOT, database_url
+from wallets.auth import token_issue
 
 pytestmark = pytest.mark.asyncio
 

@@ -26,11 +26,11 @@ from nacl.signing import SigningKey
 
 from environments.models import Environment
 from environments.services import environment_create
-from funpump.auth import token_issue
-from funpump.client import FunPumpClient, wallet_of
+from gateway.client import FunPumpClient, wallet_of
 from tests.e2e.conftest import Server, database_url
 from tests.e2e.test_page import browser_page, off_loop, wait_for_text
 from trading.models import Trade
+from wallets.auth import token_issue
 
 __all__ = ["browser_page"]  # the fixture, shared with the page's tests
 
@@ -389,9 +389,9 @@ async def test_rolling_restart_under_load_accounts_for_every_trade(
     )
     for log in (first, second):
         figures[f"drain log {log.port}"] = [
-            line.split("funpump.lifecycle ")[-1]
+            line.split("kernel.lifecycle ")[-1]
             for line in log.log.read_text(errors="replace").splitlines()
-            if "funpump.lifecycle" in line
+            if "kernel.lifecycle" in line
         ]
     print(figures)
 

@@ -17,9 +17,9 @@ from nacl.signing import SigningKey
 
 from environments.models import ChatMessage, Environment, Position
 from environments.services import environment_create
-from funpump.auth import token_issue
-from funpump.client import FunPumpClient, sign_in, wallet_of
+from gateway.client import FunPumpClient, sign_in, wallet_of
 from trading.models import Trade
+from wallets.auth import token_issue
 
 pytestmark = pytest.mark.asyncio
 

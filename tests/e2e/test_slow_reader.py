@@ -12,8 +12,8 @@ from channels.db import database_sync_to_async
 from nacl.signing import SigningKey
 
 from environments.services import environment_create
-from funpump.auth import token_issue
-from funpump.client import wallet_of
+from gateway.client import wallet_of
+from wallets.auth import token_issue
 
 pytestmark = pytest.mark.asyncio
 

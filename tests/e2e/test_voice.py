@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async as sync_to_async
 from nacl.signing import SigningKey
 
 from environments.services import environment_create
-from funpump.client import FunPumpClient, sign_in, wallet_of
+from gateway.client import FunPumpClient, sign_in, wallet_of
 from tests.e2e.test_voice_startup import voice_session
 from tests.voice.speech import silence, speak
 from voice.models import VoiceCommand

@@ -21,7 +21,7 @@ from channels.db import database_sync_to_async as sync_to_async
 from nacl.signing import SigningKey
 
 from environments.services import environment_create
-from funpump.client import FunPumpClient, sign_in, wallet_of
+from gateway.client import FunPumpClient, sign_in, wallet_of
 from tests.conftest import require
 from tests.voice.speech import silence, speak
 from voice import moonshine

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from environments.models import ChatMessage, Environment, Position
 from environments.services import chat_post, environment_join, generate_mint
-from funpump.errors import DomainError
+from protocol.errors import DomainError
 from tests.conftest import Wallet
 from trading import curve
 from trading.models import Trade

@@ -15,7 +15,7 @@ from django.test import Client
 
 from environments.models import Environment
 from environments.services import chat_post, environment_join
-from funpump import views as funpump_views
+from gateway import views as funpump_views
 from tests.conftest import Wallet
 from trading.models import Trade
 from trading.services import trade_execute

@@ -52,7 +52,7 @@ def test_local_presence_counts_distinct_wallets():
 def test_while_redis_is_down_joins_count_this_process_and_are_written_back_after(
     redis_url, monkeypatch, caplog
 ):
-    from funpump.breaker import Breaker
+    from kernel.breaker import Breaker
     from tests.e2e.conftest import free_port
 
     prefix = f"test-{uuid.uuid4().hex}"

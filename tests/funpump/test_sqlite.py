@@ -24,7 +24,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from nacl.signing import SigningKey
 
-from funpump.client import FunPumpClient, wallet_of
+from gateway.client import FunPumpClient, wallet_of
 from tests.e2e.conftest import daphne_server  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from funpump.client import FunPumpClient
+from gateway.client import FunPumpClient
 
 pytestmark = pytest.mark.asyncio
 

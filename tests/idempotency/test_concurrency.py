@@ -15,9 +15,9 @@ from django.db import connection
 
 from environments.models import Environment
 from environments.services import environment_create, environment_join
-from funpump.errors import DomainError, ErrorCode
 from idempotency.models import Receipt
 from idempotency.services import Replay
+from protocol.errors import DomainError, ErrorCode
 from trading import services as trading_services
 from trading.models import Trade
 from trading.services import trade_execute

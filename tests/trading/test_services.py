@@ -1,6 +1,6 @@
 """Tests for the write side of trading and chat: :func:`trading.services.trade_execute`,
 :mod:`environments.services` (create, join, open/close, chat, moderation) and the
-publish-after-commit contract of :mod:`funpump.realtime`.
+publish-after-commit contract of :mod:`kernel.realtime`.
 
 Every refusal must raise :class:`DomainError` with the contract's code and leave the database
 exactly as it was; every success must move exactly the numbers of :class:`trading.curve.Curve`.
@@ -26,9 +26,9 @@ from environments.services import (
     environment_join,
     environment_set_open,
 )
-from funpump import realtime
-from funpump.errors import DomainError, ErrorCode
-from funpump.realtime import Event
+from kernel import realtime
+from kernel.realtime import Event
+from protocol.errors import DomainError, ErrorCode
 from trading.curve import (
     DEFAULT_CREATOR_FEE_BPS,
     DEFAULT_PROTOCOL_FEE_BPS,

@@ -20,8 +20,8 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from livekit import api, rtc
 
-from funpump.db import db_call
-from funpump.errors import DomainError, ErrorCode
+from kernel.db import db_call
+from protocol.errors import DomainError, ErrorCode
 from tests.conftest import Wallet, open_socket
 from tests.voice.speech import silence, speak
 from voice import agent as voice_agent

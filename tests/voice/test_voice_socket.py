@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from livekit import api
 
-from funpump import metrics
+from kernel import metrics
 from tests.conftest import Wallet, open_socket
 from tests.voice.speech import chunks, silence, speak
 from voice.livekit import livekit_secret

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from environments.models import Environment
 from environments.services import CurveConstants, environment_create
-from funpump.errors import DomainError
+from protocol.errors import DomainError
 from trading import curve
 
 # Curve constants: flag, Environment field, pump.fun default, unit.

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from funpump.realtime import publish_market
+from kernel.realtime import publish_market
 from trading.market import SNAPSHOT_TTL, market_interest, run_feed, snapshot_key
 
 

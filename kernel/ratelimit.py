@@ -1,0 +1,180 @@
+"""Sliding-window rate limits shared by every connection of a user and every server process.
+
+``FUNPUMP_RATE_LIMIT = "100/60"`` allows 100 messages in any 60 seconds. With Redis the window
+is a sorted set of timestamps per key, trimmed and counted by one Lua script, so the check and
+the update are atomic across processes. Without Redis a per-process log does the same.
+
+While Redis is down the limiter does not wait on it and does not let everyone through: the
+shared breaker (:mod:`kernel.breaker`) opens at the first failure and each process counts in
+its own window (:class:`LocalLimiter`) until Redis answers again, so a wallet keeps its limit
+per process (at most one window's worth more per extra process it is connected to). Redis is
+tried again once per cool-down, with a short timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from django.conf import settings
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from kernel.breaker import Breaker, redis_breaker
+from wallets.throttling import parse_limit
+
+# A check is one round trip of well under a millisecond: anything much slower means Redis is in
+# trouble, and the message is counted locally rather than kept waiting.
+REDIS_TIMEOUT = 0.5
+REDIS_CONNECT_TIMEOUT = 0.25
+
+# KEYS[1] window key; ARGV: now (ms), window (ms), limit, wanted, unique member prefix.
+# Returns {granted, retryAfterMs}.
+_SLIDING_WINDOW = """
+local key, now, window, limit, wanted = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]),
+    tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+local used = redis.call('ZCARD', key)
+local granted = math.min(wanted, math.max(limit - used, 0))
+for i = 1, granted do
+    redis.call('ZADD', key, now, ARGV[5] .. ':' .. i)
+end
+redis.call('PEXPIRE', key, window)
+local retry = 0
+if granted < wanted then
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if oldest[2] then retry = tonumber(oldest[2]) + window - now end
+end
+return {granted, retry}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """How many of the wanted messages may go through, and when to retry the rest."""
+
+    granted: int
+    retry_after_ms: int
+
+
+class Limiter(Protocol):
+    async def acquire(self, key: str, wanted: int = 1) -> Grant: ...
+
+
+class LocalLimiter:
+    """One process's sliding window (the in-memory default)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._log: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    async def acquire(self, key: str, wanted: int = 1) -> Grant:
+        now = time.monotonic()
+        with self._lock:
+            log = self._log[key]
+            while log and log[0] <= now - self.window:
+                log.popleft()
+            granted = min(wanted, max(self.limit - len(log), 0))
+            log.extend([now] * granted)
+            retry = 0
+            if granted < wanted and log:
+                retry = math.ceil((log[0] + self.window - now) * 1000)
+            if not log:
+                del self._log[key]
+        return Grant(granted, max(retry, 0))
+
+
+class RedisLimiter:
+    """The window in Redis: every process and connection of a user shares it.
+
+    While the breaker is open (Redis down), :attr:`fallback` counts for this process instead.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        limit: int,
+        window: float,
+        breaker: Breaker = redis_breaker,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.limit = limit
+        self.window_ms = int(window * 1000)
+        self.breaker = breaker
+        self.fallback = LocalLimiter(limit, window)
+        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
+
+    def _client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            for old in [known for known in self._clients if known.is_closed()]:
+                del self._clients[old]
+            # redis-py retries a failed command 10 times with backoff by default (about 2 s
+            # against a stopped server): one immediate retry covers a pooled connection that
+            # went stale when Redis restarted, and nothing more waits on a dead server.
+            client = aioredis.Redis.from_url(
+                self.url,
+                socket_timeout=REDIS_TIMEOUT,
+                socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+                retry=Retry(NoBackoff(), 1),
+                max_connections=200,
+            )
+            self._clients[loop] = client.register_script(_SLIDING_WINDOW)
+        return self._clients[loop]
+
+    async def acquire(self, key: str, wanted: int = 1) -> Grant:
+        if not self.breaker.should_try():
+            return await self.fallback.acquire(key, wanted)
+        script = self._client()
+        now_ms = int(time.time() * 1000)
+        try:
+            granted, retry = await script(
+                keys=[f"{self.prefix}:rate:{key}"],
+                args=[
+                    now_ms,
+                    self.window_ms,
+                    self.limit,
+                    wanted,
+                    f"{now_ms}:{secrets.token_hex(6)}",
+                ],
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.breaker.failed(exc)
+            return await self.fallback.acquire(key, wanted)
+        self.breaker.succeeded()
+        return Grant(int(granted), int(retry))
+
+
+_limiters: dict[str, Limiter] = {}
+
+
+def rate_limiter(rate: str) -> Limiter:
+    """A sliding-window limiter of ``rate`` ("count/seconds"), in Redis when it is configured."""
+    key = f"{settings.REDIS_URL}|{rate}"
+    limiter = _limiters.get(key)
+    if limiter is None:
+        limit, window = parse_limit(rate)
+        if settings.REDIS_URL:
+            limiter = RedisLimiter(settings.REDIS_URL, settings.FUNPUMP_REDIS_PREFIX, limit, window)
+        else:
+            limiter = LocalLimiter(limit, window)
+        _limiters[key] = limiter
+    return limiter
+
+
+def message_limiter() -> Limiter:
+    """The limiter of ``FUNPUMP_RATE_LIMIT`` (built once per setting value)."""
+    return rate_limiter(str(settings.FUNPUMP_RATE_LIMIT))
