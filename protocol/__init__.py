@@ -28,9 +28,8 @@ from pydantic.json_schema import models_json_schema
 
 from protocol.addresses import is_public_key
 from protocol.errors import DomainError, ErrorCode
-from trading.curve import U64_MAX
-from voice.intents import Intent
 
+U64_MAX = 2**64 - 1
 MAX_BATCH = 50
 MAX_CHAT_CHARS = 500
 
@@ -390,6 +389,19 @@ class VoiceTranscription(_Out):
     sessionId: str
 
 
+# What a recognised command asks for (voice/intents.py recognises them).
+Intent = Literal[
+    "EXECUTE_TRADE",
+    "LAUNCH_TOKEN",
+    "MARKET_ANALYSIS",
+    "JOIN_ENVIRONMENT",
+    "CHAT",
+    "GET_REWARDS",
+    "CLAIM_REWARDS",
+    "UNKNOWN",
+]
+
+
 class VoiceCommand(_Out):
     """``VOICE_COMMAND``: what the final words ask for. Never executed by the server: the client
     confirms it by sending the matching message."""
@@ -589,3 +601,10 @@ def json_schema() -> dict[str, Any]:
         name: keys[(model, "serialization")] for name, model in SERVER_MESSAGES.items()
     }
     return schema
+
+
+def dump(data: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    """A frame's data as plain JSON-ready values (what receipts store), model or dict."""
+    if isinstance(data, BaseModel):
+        return data.model_dump(mode="json", exclude_none=True)
+    return data

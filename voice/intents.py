@@ -47,20 +47,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal, get_args
+from typing import get_args
 
+from protocol import Intent
 from trading.curve import SOL_DECIMALS, TOKEN_DECIMALS, U64_MAX
 
-Intent = Literal[
-    "EXECUTE_TRADE",
-    "LAUNCH_TOKEN",
-    "MARKET_ANALYSIS",
-    "JOIN_ENVIRONMENT",
-    "CHAT",
-    "GET_REWARDS",
-    "CLAIM_REWARDS",
-    "UNKNOWN",
-]
 INTENTS: tuple[str, ...] = get_args(Intent)
 
 TOKEN_NAME_MAX = 32
