@@ -29,7 +29,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from kernel.breaker import Breaker, redis_breaker
-from wallets.throttling import parse_limit
 
 # A check is one round trip of well under a millisecond: anything much slower means Redis is in
 # trouble, and the message is counted locally rather than kept waiting.
@@ -55,6 +54,12 @@ if granted < wanted then
 end
 return {granted, retry}
 """
+
+
+def parse_limit(value: str) -> tuple[int, int]:
+    """``"100/60"`` → (100, 60): at most 100 in any 60 seconds."""
+    count, _, seconds = value.partition("/")
+    return int(count), int(seconds or 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,7 @@ from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-
-def parse_limit(value: str) -> tuple[int, int]:
-    """``"100/60"`` → (100, 60): at most 100 in any 60 seconds."""
-    count, _, seconds = value.partition("/")
-    return int(count), int(seconds or 1)
+from kernel.ratelimit import parse_limit
 
 
 class AuthRateThrottle(SimpleRateThrottle):
