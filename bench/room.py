@@ -57,7 +57,8 @@ from django.conf import settings  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 from django.db.migrations.executor import MigrationExecutor  # noqa: E402
 
-from environments.services import CurveConstants, environment_create  # noqa: E402
+from environments.services import environment_create  # noqa: E402
+from trading.state import CurveConstants  # noqa: E402
 from wallets.auth import token_issue  # noqa: E402
 
 OUT_DIR = ROOT / ".bench"

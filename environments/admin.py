@@ -7,28 +7,16 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from environments import presence, services
+from environments import presence
 from environments.models import ChatMessage, Environment, Position
-from environments.services import (
-    CurveConstants,
-    chat_set_hidden,
-    environment_create,
-    environment_set_open,
-)
+from environments.services import chat_set_hidden, environment_create, environment_set_open
 from kernel.admin import LedgerAdmin
 from protocol.errors import DomainError
-from trading import curve
+from trading import curve, state
+from trading.state import CurveConstants
 
-STATE_FIELDS = (
-    "virtual_sol_reserves",
-    "virtual_token_reserves",
-    "real_sol_reserves",
-    "real_token_reserves",
-    "sequence",
-    "launched_by",
-    "created_at",
-)
-CONSTANT_FIELDS = tuple(services.CONSTANT_FIELDS.values())
+STATE_FIELDS = (*state.RESERVE_FIELDS, "sequence", "launched_by", "created_at")
+CONSTANT_FIELDS = tuple(state.CONSTANT_FIELDS.values())
 
 
 class EnvironmentForm(forms.ModelForm[Environment]):

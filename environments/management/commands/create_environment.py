@@ -5,24 +5,19 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from environments.models import Environment
-from environments.services import CurveConstants, environment_create
+from environments.services import environment_create
 from protocol.errors import DomainError
-from trading import curve
+from trading.state import CurveConstants
 
-# Curve constants: flag, Environment field, pump.fun default, unit.
+# Curve constants: flag, CurveConstants attribute (defaults from there: pump.fun's), unit.
 CONSTANT_OPTIONS = [
-    ("--virtual-sol", "initial_virtual_sol", curve.DEFAULT_VIRTUAL_SOL, "lamports"),
-    ("--virtual-token", "initial_virtual_token", curve.DEFAULT_VIRTUAL_TOKEN, "raw units"),
-    ("--real-token", "initial_real_token", curve.DEFAULT_REAL_TOKEN, "raw units"),
-    ("--total-supply", "total_supply", curve.DEFAULT_TOTAL_SUPPLY, "raw units"),
-    ("--protocol-fee-bps", "protocol_fee_bps", curve.DEFAULT_PROTOCOL_FEE_BPS, "basis points"),
-    ("--creator-fee-bps", "creator_fee_bps", curve.DEFAULT_CREATOR_FEE_BPS, "basis points"),
-    (
-        "--starting-sol",
-        "starting_sol_balance",
-        curve.DEFAULT_STARTING_SOL,
-        "each participant's starting balance, lamports",
-    ),
+    ("--virtual-sol", "virtual_sol", "lamports"),
+    ("--virtual-token", "virtual_token", "raw units"),
+    ("--real-token", "real_token", "raw units"),
+    ("--total-supply", "total_supply", "raw units"),
+    ("--protocol-fee-bps", "protocol_fee_bps", "basis points"),
+    ("--creator-fee-bps", "creator_fee_bps", "basis points"),
+    ("--starting-sol", "starting_sol_balance", "each participant's starting balance, lamports"),
 ]
 
 
@@ -40,8 +35,11 @@ class Command(BaseCommand):
         parser.add_argument("--token-mint", help="Base58 mint it mirrors; generated if omitted.")
         parser.add_argument("--launched-by", default="", help="Launcher wallet, if any.")
         parser.add_argument("--closed", action="store_true", help="Create it closed to trading.")
-        for flag, field, default, unit in CONSTANT_OPTIONS:
-            parser.add_argument(flag, dest=field, type=int, default=default, help=unit)
+        defaults = CurveConstants()
+        for flag, name, unit in CONSTANT_OPTIONS:
+            parser.add_argument(
+                flag, dest=name, type=int, default=getattr(defaults, name), help=unit
+            )
 
     def handle(self, *args: Any, **options: Any) -> None:
         environment_id = options["environment_id"]
@@ -52,7 +50,7 @@ class Command(BaseCommand):
                     self.stdout.write(f"Environment {existing.id} already exists.")
                     return
                 raise CommandError(f"environment {environment_id} already exists")
-        constants = CurveConstants.from_fields(options)
+        constants = CurveConstants(**{name: options[name] for _, name, _ in CONSTANT_OPTIONS})
         try:
             environment = environment_create(
                 name=options["name"],

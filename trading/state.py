@@ -1,0 +1,154 @@
+"""A bonding curve as stored: the one place that names its constants and reserves.
+
+:class:`CurveState` is the abstract model a curve-carrying row inherits (``Environment`` today)
+and :class:`CurveConstants` what an operator chooses when creating one. Services, admin and
+commands read field names from here (:data:`CONSTANT_FIELDS`, :data:`RESERVE_FIELDS`,
+:meth:`CurveConstants.fields`) instead of listing them, so the curve's columns can change in
+one module. The math itself stays in the Django-free :mod:`trading.curve`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import models
+from django.db.models import F, Q
+
+from protocol.errors import DomainError, ErrorCode
+from trading import curve
+from trading.curve import Curve
+
+MAX_FEE_BPS = 1000
+
+# CurveConstants attribute → the CurveState field that stores it.
+CONSTANT_FIELDS = {
+    "virtual_sol": "initial_virtual_sol",
+    "virtual_token": "initial_virtual_token",
+    "real_token": "initial_real_token",
+    "total_supply": "total_supply",
+    "protocol_fee_bps": "protocol_fee_bps",
+    "creator_fee_bps": "creator_fee_bps",
+    "starting_sol_balance": "starting_sol_balance",
+}
+
+# The live reserves a trade rewrites (``save(update_fields=...)``), in Curve's order.
+RESERVE_FIELDS = (
+    "virtual_sol_reserves",
+    "virtual_token_reserves",
+    "real_sol_reserves",
+    "real_token_reserves",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CurveConstants:
+    """What an operator may choose when creating a curve; pump.fun's by default."""
+
+    virtual_sol: int = curve.DEFAULT_VIRTUAL_SOL
+    virtual_token: int = curve.DEFAULT_VIRTUAL_TOKEN
+    real_token: int = curve.DEFAULT_REAL_TOKEN
+    total_supply: int = curve.DEFAULT_TOTAL_SUPPLY
+    protocol_fee_bps: int = curve.DEFAULT_PROTOCOL_FEE_BPS
+    creator_fee_bps: int = curve.DEFAULT_CREATOR_FEE_BPS
+    starting_sol_balance: int = curve.DEFAULT_STARTING_SOL
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> CurveConstants:
+        """Read the constants from a mapping keyed by :class:`CurveState`'s field names."""
+        return cls(**{name: data[field] for name, field in CONSTANT_FIELDS.items()})
+
+    def fields(self) -> dict[str, int]:
+        """:class:`CurveState`'s field values for a new curve: these constants, and reserves
+        at their start (nothing real sold yet)."""
+        return {field: getattr(self, name) for name, field in CONSTANT_FIELDS.items()} | {
+            "virtual_sol_reserves": self.virtual_sol,
+            "virtual_token_reserves": self.virtual_token,
+            "real_sol_reserves": 0,
+            "real_token_reserves": self.real_token,
+        }
+
+    def validate(self) -> None:
+        """Refuse, with every problem at once, constants no curve could trade on."""
+        problems = []
+        if self.virtual_sol <= 0 or self.virtual_token <= 0:
+            problems.append("virtual reserves must be positive")
+        if not 0 < self.real_token < self.virtual_token:
+            problems.append("real tokens must be positive and below the virtual tokens")
+        if self.real_token > self.total_supply:
+            problems.append("real tokens cannot exceed the total supply")
+        for name in ("protocol_fee_bps", "creator_fee_bps"):
+            if not 0 <= getattr(self, name) <= MAX_FEE_BPS:
+                problems.append(f"{name} must be between 0 and {MAX_FEE_BPS}")
+        if self.starting_sol_balance < 0:
+            problems.append("the starting balance cannot be negative")
+        if any(value > 2**63 - 1 for value in (self.virtual_sol, self.virtual_token)):
+            problems.append("reserves must fit in 63 bits")
+        if problems:
+            raise DomainError(ErrorCode.INVALID_MESSAGE, "; ".join(problems))
+
+
+class CurveState(models.Model):
+    """A bonding curve's constants, fixed at creation, and its live reserves.
+
+    Writers lock the row first (the inheriting app's lock helper), trade on :attr:`curve` and
+    store the result with :meth:`apply_curve` and ``save(update_fields=RESERVE_FIELDS)``.
+    """
+
+    # Constants of the curve, fixed at creation.
+    initial_virtual_sol = models.PositiveBigIntegerField(default=curve.DEFAULT_VIRTUAL_SOL)
+    initial_virtual_token = models.PositiveBigIntegerField(default=curve.DEFAULT_VIRTUAL_TOKEN)
+    initial_real_token = models.PositiveBigIntegerField(default=curve.DEFAULT_REAL_TOKEN)
+    total_supply = models.PositiveBigIntegerField(default=curve.DEFAULT_TOTAL_SUPPLY)
+    protocol_fee_bps = models.PositiveIntegerField(default=curve.DEFAULT_PROTOCOL_FEE_BPS)
+    creator_fee_bps = models.PositiveIntegerField(default=curve.DEFAULT_CREATOR_FEE_BPS)
+    starting_sol_balance = models.PositiveBigIntegerField(default=curve.DEFAULT_STARTING_SOL)
+
+    # Live state of the curve.
+    virtual_sol_reserves = models.PositiveBigIntegerField(default=curve.DEFAULT_VIRTUAL_SOL)
+    virtual_token_reserves = models.PositiveBigIntegerField(default=curve.DEFAULT_VIRTUAL_TOKEN)
+    real_sol_reserves = models.PositiveBigIntegerField(default=0)
+    real_token_reserves = models.PositiveBigIntegerField(default=curve.DEFAULT_REAL_TOKEN)
+
+    class Meta:
+        abstract = True
+        # ``%(class)s`` keeps the names the constraints had on Environment ("environment_...").
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(protocol_fee_bps__lte=MAX_FEE_BPS)
+                & Q(creator_fee_bps__lte=MAX_FEE_BPS),
+                name="%(class)s_fees_at_most_10_percent",
+            ),
+            models.CheckConstraint(
+                condition=Q(initial_real_token__lt=F("initial_virtual_token")),
+                name="%(class)s_real_tokens_below_virtual",
+            ),
+            models.CheckConstraint(
+                condition=Q(real_token_reserves__lt=F("virtual_token_reserves")),
+                name="%(class)s_reserves_consistent",
+            ),
+        ]
+
+    @property
+    def curve(self) -> Curve:
+        return Curve(
+            virtual_sol=self.virtual_sol_reserves,
+            virtual_token=self.virtual_token_reserves,
+            real_sol=self.real_sol_reserves,
+            real_token=self.real_token_reserves,
+            protocol_fee_bps=self.protocol_fee_bps,
+            creator_fee_bps=self.creator_fee_bps,
+        )
+
+    @property
+    def complete(self) -> bool:
+        """Every real token is sold: the curve takes no more trades."""
+        return self.real_token_reserves == 0
+
+    def apply_curve(self, state: Curve) -> None:
+        """Take a trade's resulting reserves; the caller saves ``RESERVE_FIELDS``."""
+        self.virtual_sol_reserves = state.virtual_sol
+        self.virtual_token_reserves = state.virtual_token
+        self.real_sol_reserves = state.real_sol
+        self.real_token_reserves = state.real_token
