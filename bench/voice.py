@@ -2,10 +2,10 @@
 
 Synthesises commands and ordinary sentences at bench time with espeak-ng and flite (several
 voices and speeds, resampled to 16 kHz mono PCM16 with sox) into a temporary folder, then runs
-every utterance through :class:`voice.pipeline.Listener` over the default engine the way the
+every utterance through :class:`voice.speech.pipeline.Listener` over the default engine the way the
 server does: one recognition stream per session (here, one per voice), audio in 20 ms chunks with
 silence before and after, then ``end()`` as a client's ``VOICE_AUDIO_END``. The final transcript
-goes through :func:`voice.intents.parse_command`.
+goes through :func:`voice.speech.intents.parse_command`.
 
 Measured, against the targets of the voice issue:
 
@@ -46,9 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from voice.engines import BYTES_PER_SECOND, default_engine  # noqa: E402
-from voice.intents import parse_command  # noqa: E402
-from voice.pipeline import Final, Interim, Listener  # noqa: E402
+from voice.speech.engines import BYTES_PER_SECOND  # noqa: E402
+from voice.speech.intents import parse_command  # noqa: E402
+from voice.speech.pipeline import Final, Interim, Listener  # noqa: E402
+from voice.speech.recogniser import default_engine  # noqa: E402
 
 CHUNK_BYTES = 640  # 20 ms, as a browser's audio worklet sends it
 LEAD_SILENCE = 0.3

@@ -130,7 +130,7 @@ if REDIS_URL:
                 # receive, and a pool of 100: give the receive loop room and bursts connections.
                 # Its default retries (10, with backoff) hold each call about 2 s while Redis is
                 # down: retry once at once (a pooled connection left stale by a restart) and let
-                # the hub fall back to the database instead (kernel/realtime.py).
+                # the hub fall back to the database instead (kernel/realtime/hub.py).
                 "hosts": [
                     {
                         "address": REDIS_URL,
@@ -232,6 +232,14 @@ FUNPUMP_VOICE_AUDIO_BURST = env.float("FUNPUMP_VOICE_AUDIO_BURST", default=30.0)
 # `python -m funpump.serve` makes the speech recogniser ready at startup, in the background
 # (about 330 MB per process); off, the first voice session starts it (voice/readiness.py).
 FUNPUMP_VOICE_PRELOAD = env.bool("FUNPUMP_VOICE_PRELOAD", default=True)
+# Where speech is recognised: "inline" in each web process, or "worker": web processes forward
+# audio over the channel layer to `python manage.py runworker voice-speech` (voice/worker.py),
+# and never load the speech models themselves. Workers need Redis to be reached.
+FUNPUMP_SPEECH = env.str("FUNPUMP_SPEECH", default="inline")
+if FUNPUMP_SPEECH not in ("inline", "worker"):
+    raise ImproperlyConfigured("FUNPUMP_SPEECH is inline or worker")
+if FUNPUMP_SPEECH == "worker" and not REDIS_URL:
+    raise ImproperlyConfigured("FUNPUMP_SPEECH=worker needs REDIS_URL: workers are other processes")
 
 # --- REST API -------------------------------------------------------------------------------
 # How many reverse proxies stand in front: 0 trusts no X-Forwarded-For / -Proto from clients.

@@ -31,10 +31,10 @@ from livekit import rtc
 from kernel.db import db_call
 from kernel.realtime import signal, voice_key
 from protocol.errors import DomainError
-from voice.engines import BYTES_PER_SECOND, SAMPLE_RATE
 from voice.livekit import agent_token
 from voice.selectors import OpenSession, open_sessions
 from voice.session import SessionInfo, VoiceRunner
+from voice.speech.engines import BYTES_PER_SECOND, SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from django.utils import timezone
 from environments.models import Environment
 from kernel.realtime import signal_on_commit, voice_key
 from protocol.errors import DomainError, ErrorCode
-from voice.intents import Command
 from voice.livekit import user_token
 from voice.models import VoiceCommand, VoiceSession, new_session_id
+from voice.speech.intents import Command
 
 
 @dataclass(frozen=True, slots=True)

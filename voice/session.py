@@ -2,14 +2,14 @@
 
 Both audio paths use :class:`VoiceRunner`: the socket consumer feeds it binary frames, the
 LiveKit agent feeds it the user's microphone track. The runner queues audio, runs the
-session's :class:`~voice.pipeline.Listener` on a worker thread (recognition never blocks the
+session's :class:`~voice.speech.pipeline.Listener` on a worker thread (recognition never blocks the
 event loop) one step at a time (results keep their order), and turns results into messages:
 ``VOICE_TRANSCRIPTION`` (interim, then final), ``VOICE_COMMAND`` and ``VOICE_RESPONSE``, each
 carrying ``sessionId``, handed to ``deliver`` as encoded frames. The final that answers a
 ``VOICE_AUDIO_END`` carries its ``requestId``.
 
-Recognition needs this process's recogniser ready (``voice/readiness.py``): until it is, a voice
-session is refused (:func:`require_recogniser`).
+Recognition needs this process's recogniser ready (:mod:`voice.speech.recogniser`): until it
+is, a voice session is refused (:func:`require_recogniser`).
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from kernel import metrics
 from kernel.db import db_call
 from kernel.ratelimit import rate_limiter
 from protocol.errors import DomainError, ErrorCode
-from voice import readiness
-from voice.engines import BYTES_PER_SECOND, default_engine
-from voice.intents import Command, parse_command
+from voice.answers import voice_answer
 from voice.livekit import livekit_secret
-from voice.pipeline import Final, Interim, Listener, Result
-from voice.selectors import voice_answer
 from voice.services import voice_command_record
+from voice.speech import recogniser as speech
+from voice.speech.engines import BYTES_PER_SECOND
+from voice.speech.intents import Command, parse_command
+from voice.speech.pipeline import Final, Interim, Listener, Result
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ async def require_recogniser() -> None:
     the client may ask again then.
     """
     livekit_secret()
-    recogniser = readiness.recogniser
+    recogniser = speech.recogniser
     if not recogniser.ready() and READY_WAIT > 0:
         await asyncio.to_thread(recogniser.wait, READY_WAIT)
     if not recogniser.ready():
@@ -105,6 +105,19 @@ class AudioBudget:
         return True
 
 
+def admit_audio(pcm: bytes, budget: AudioBudget, session_id: str) -> None:
+    """Refuse audio that is malformed or more than the session may send."""
+    if len(pcm) % 2:
+        raise protocol.invalid("audio frames hold whole 16-bit samples (an even byte count)")
+    if not budget.take(len(pcm) / BYTES_PER_SECOND):
+        raise too_fast(session_id, "audio arrives faster than it can be listened to")
+
+
+def too_fast(session_id: str, message: str) -> DomainError:
+    details = {"sessionId": session_id, "retryAfterMs": 1000}
+    return DomainError(ErrorCode.RATE_LIMITED, message, details)
+
+
 class VoiceRunner:
     """Recognition for one session; ``deliver`` gets every outgoing frame, in order."""
 
@@ -126,10 +139,11 @@ class VoiceRunner:
 
     def audio(self, pcm: bytes) -> None:
         """Take PCM16 audio; refuse what is malformed or more than the session may send."""
-        if len(pcm) % 2:
-            raise protocol.invalid("audio frames hold whole 16-bit samples (an even byte count)")
-        if not self.budget.take(len(pcm) / BYTES_PER_SECOND):
-            raise self._too_fast("audio arrives faster than it can be listened to")
+        admit_audio(pcm, self.budget, self.session.id)
+        self.listen(pcm)
+
+    def listen(self, pcm: bytes) -> None:
+        """Queue audio already admitted: a speech worker's, which the web process checked."""
         self._enqueue(pcm)
 
     def end_utterance(self, request_id: str | None = None) -> None:
@@ -140,11 +154,9 @@ class VoiceRunner:
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
-            raise self._too_fast("audio is queued faster than it is recognised") from None
-
-    def _too_fast(self, message: str) -> DomainError:
-        details = {"sessionId": self.session.id, "retryAfterMs": 1000}
-        return DomainError(ErrorCode.RATE_LIMITED, message, details)
+            raise too_fast(
+                self.session.id, "audio is queued faster than it is recognised"
+            ) from None
 
     async def close(self) -> None:
         """Stop listening; what is still queued is dropped."""
@@ -164,7 +176,7 @@ class VoiceRunner:
             request_id = item.request_id if isinstance(item, _End) else None
             try:
                 if self.listener is None:
-                    stream = await loop.run_in_executor(_executor, default_engine().open)
+                    stream = await loop.run_in_executor(_executor, speech.default_engine().open)
                     self.listener = Listener(stream)
                 listener = self.listener
                 started = time.perf_counter()

@@ -24,7 +24,7 @@ from environments.services import environment_create
 from gateway.client import FunPumpClient, sign_in, wallet_of
 from tests.conftest import require
 from tests.voice.speech import silence, speak
-from voice import moonshine
+from voice.speech import moonshine
 
 pytestmark = pytest.mark.asyncio
 

@@ -5,9 +5,9 @@ from django.contrib.admin.utils import quote
 from django.urls import reverse
 
 from tests.conftest import Wallet
-from voice.intents import parse_command
 from voice.models import VoiceSession
 from voice.services import voice_command_record, voice_session_start
+from voice.speech.intents import parse_command
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

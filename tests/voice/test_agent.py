@@ -406,11 +406,11 @@ def test_the_command_runs_the_agent_with_its_options(settings, monkeypatch):
             assert not stop.is_set()
             assert recogniser.ready()  # made ready before the agent ran
 
-    from voice import readiness
     from voice.management.commands import run_voice_agent
+    from voice.speech.recogniser import Recogniser
 
-    recogniser = readiness.Recogniser(lambda recogniser: None)
-    monkeypatch.setattr(readiness, "recogniser", recogniser)
+    recogniser = Recogniser(lambda recogniser: None)
+    monkeypatch.setattr(run_voice_agent, "recogniser", recogniser)
     monkeypatch.setattr(run_voice_agent, "VoiceAgent", Agent)
     output = StringIO()
     call_command("run_voice_agent", "--poll", "0.5", "--max-sessions", "7", stdout=output)

@@ -10,8 +10,8 @@ from environments.selectors import price_update
 from environments.services import environment_join
 from tests.conftest import Wallet
 from trading.services import trade_execute
-from voice.intents import parse_command
-from voice.selectors import sol, spoken_price, voice_answer
+from voice.answers import sol, spoken_price, voice_answer
+from voice.speech.intents import parse_command
 
 pytestmark = pytest.mark.django_db
 
@@ -27,14 +27,14 @@ def test_questions_get_live_figures(alice, environment):
     trade_execute(environment_id=environment.id, wallet=alice.address, amount=10**9, is_buy=True)
     environment.refresh_from_db()
     now = price_update(environment_id=environment.id)
-    spoken = spoken_price(Decimal(now["price"]))
+    spoken = spoken_price(Decimal(now.price))
     assert answer(alice, environment, "what is the price") == (
         f"{environment.name} is at {spoken} SOL per token."
     )
     assert len(spoken.replace(".", "").lstrip("0")) == 4  # four significant digits
-    assert abs(Decimal(spoken) - Decimal(now["price"])) <= Decimal(now["price"]) / 1000
+    assert abs(Decimal(spoken) - Decimal(now.price)) <= Decimal(now.price) / 1000
     assert answer(alice, environment, "what's the volume") == (
-        f"{environment.name} traded {sol(int(now['volume']))} in the last 24 hours."
+        f"{environment.name} traded {sol(int(now.volume))} in the last 24 hours."
     )
     assert "market cap is" in answer(alice, environment, "show the market cap")
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tests.voice.speech import silence, speak
-from voice import moonshine
-from voice.engines import (
+from voice.speech import moonshine
+from voice.speech.engines import (
     CALIBRATE,
     LEAD,
     MARGIN,
@@ -24,9 +24,9 @@ from voice.engines import (
     _cepstrum,
     _grammar_dictionary,
     _speech,
-    default_engine,
 )
-from voice.pipeline import Final, Listener
+from voice.speech.pipeline import Final, Listener
+from voice.speech.recogniser import default_engine
 
 
 class FakeDecoder:

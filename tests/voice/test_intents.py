@@ -1,4 +1,5 @@
-"""Tests for the spoken-command parser in :mod:`voice.intents` (pure: no Django, no database)."""
+"""Tests for the spoken-command parser in :mod:`voice.speech.intents` (pure: no Django, no
+database)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voice.intents import (
+from voice.speech.intents import (
     INTENTS,
     U64_MAX,
     UNKNOWN_FIT,

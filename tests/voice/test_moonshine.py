@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from tests.voice.speech import speak
-from voice import moonshine
-from voice.engines import _speech
-from voice.moonshine import STOPPED, TokenGrammar, read_vocabulary
+from voice.speech import moonshine
+from voice.speech.engines import _speech
+from voice.speech.search import STOPPED, TokenGrammar
+from voice.speech.tokenizer import read_vocabulary
 
 pytestmark = pytest.mark.skipif(
     not moonshine.available(), reason="moonshine-cpp ships for x86-64 only; it is not installed"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tests.voice.speech import chunks, silence, speak
-from voice.engines import Transcript
-from voice.pipeline import (
+from voice.speech.engines import Transcript
+from voice.speech.pipeline import (
     PRE_ROLL,
     PREPARE_SILENCE,
     Completeness,

@@ -12,9 +12,11 @@ from asgiref.sync import sync_to_async
 
 from tests.conftest import open_socket
 from tests.voice.speech import chunks, silence, speak
-from voice import engines, readiness, session
+from voice import session
 from voice.models import VoiceSession
-from voice.readiness import Phase, Recogniser
+from voice.speech import engines
+from voice.speech import recogniser as readiness
+from voice.speech.recogniser import Phase, Recogniser
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("voice_ready")]
 
@@ -158,9 +160,9 @@ async def test_a_model_that_cannot_be_made_ready_leaves_voice_to_pocketsphinx(al
     monkeypatch.setattr(readiness, "recogniser", recogniser)
     assert await sync_to_async(recogniser.wait)(10)
     assert recogniser.failed()
-    engines.default_engine.cache_clear()
+    readiness.default_engine.cache_clear()
     try:
-        assert isinstance(engines.default_engine(), engines.SphinxEngine)
+        assert isinstance(readiness.default_engine(), engines.SphinxEngine)
         socket = await open_socket(alice)
         start = {"type": "VOICE_SESSION_START", "data": {"userId": alice.address}}
         session_id = (await ask(socket, start))["data"]["sessionId"]
@@ -173,7 +175,7 @@ async def test_a_model_that_cannot_be_made_ready_leaves_voice_to_pocketsphinx(al
         assert answer["data"]["text"] == "buy two sol"
         await socket.disconnect()
     finally:
-        engines.default_engine.cache_clear()
+        readiness.default_engine.cache_clear()
 
 
 def test_a_recogniser_is_made_ready_once():

@@ -7,9 +7,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from voice import readiness
 from voice.agent import VoiceAgent
 from voice.livekit import VoiceUnavailable, livekit_secret
+from voice.speech.recogniser import recogniser
 
 
 class Command(BaseCommand):
@@ -55,9 +55,9 @@ class Command(BaseCommand):
             f"looking for sessions every {poll:g}s."
         )
         # Ready before the first session: a model built or loaded inside the agent's event loop
-        # would hold up every room's audio meanwhile (voice/readiness.py).
+        # would hold up every room's audio meanwhile (voice/speech/recogniser.py).
         self.stdout.write("Getting the speech recogniser ready...")
-        readiness.recogniser.wait()
+        recogniser.wait()
         asyncio.run(serve(VoiceAgent(poll=poll, max_sessions=max_sessions)))
         self.stdout.write("Stopped.")
 

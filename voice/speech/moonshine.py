@@ -8,7 +8,7 @@ itself: it rebuilds them as ONNX models (:func:`ort_to_onnx`), lets ONNX Runtime
 once and quantises the matrix products again for its int8 kernels (:func:`prepared`, cached), and
 runs them with the ``onnxruntime`` package: 11-14 ms per decoder step. Nothing is downloaded.
 
-Decoding is constrained to the command grammar (``voice/grammar.py``): a beam search over the
+Decoding is constrained to the command grammar (``voice/speech/grammar.py``): a beam search over the
 model's tokens where the only tokens allowed next are those that continue a path of the grammar
 (:class:`TokenGrammar`). Asked to choose among the grammar's sentences, the model is far surer
 than pocketsphinx: on the voice bench it picked the right one of the 28 command phrasings for
@@ -31,11 +31,14 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from voice.speech.grammar import command_fsg
+from voice.speech.search import Hypothesis, Items, TokenGrammar
+from voice.speech.tokenizer import Tokenizer, read_vocabulary
 
 START, END = 1, 2  # the decoder's start-of-text and end-of-text tokens
 LAYERS, HEADS, HEAD_SIZE = 8, 8, 52
@@ -268,151 +271,7 @@ def _build(source: Path, target: Path) -> None:
         os.replace(quantised, target)  # whole or not at all
 
 
-# Tokens.
-
-
-def read_vocabulary(data: bytes) -> list[bytes]:
-    """The pieces of moonshine-cpp's ``tokenizer.bin``: each one length-prefixed, in id order."""
-    pieces = []
-    i = 0
-    while i < len(data):
-        size = data[i]
-        i += 1
-        if size >= 0x80:  # a two-byte length
-            size, i = (size & 0x7F) | (data[i] << 7), i + 1
-        pieces.append(data[i : i + size])
-        i += size
-    return pieces
-
-
-class Tokenizer:
-    """Words to the model's tokens: SentencePiece BPE, where a piece's id is its merge rank."""
-
-    SPACE = "\u2581".encode()
-    FIRST_PIECE = 259  # after <unk>, <s>, </s> and the 256 byte pieces
-
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.pieces = pieces
-        self.rank: dict[bytes, int] = {}
-        for token, piece in enumerate(pieces[self.FIRST_PIECE :], self.FIRST_PIECE):
-            self.rank.setdefault(piece, token)
-
-    @functools.cache  # noqa: B019 - one tokenizer per process, a few hundred words
-    def word(self, word: str, *, space: bool = True) -> tuple[int, ...]:
-        """The tokens of ``word`` as it is written after a space (or right after the text)."""
-        parts = [self.SPACE] * space + [char.encode() for char in word]
-        while True:
-            merges = [
-                (self.rank[pair], j)
-                for j in range(len(parts) - 1)
-                if (pair := parts[j] + parts[j + 1]) in self.rank
-            ]
-            if not merges:
-                break
-            _, j = min(merges)
-            parts[j : j + 2] = [parts[j] + parts[j + 1]]
-        return self._ids(parts)
-
-    def sentence(self, text: str) -> tuple[int, ...]:
-        """``text`` as the model writes a sentence: a capital first letter and a full stop."""
-        words = text.split()
-        if not words:
-            return ()
-        words[0] = words[0].capitalize()
-        tokens = [token for word in words for token in self.word(word)]
-        return (*tokens, *self.word(".", space=False))
-
-    def _ids(self, parts: list[bytes]) -> tuple[int, ...]:
-        tokens: list[int] = []
-        for part in parts:
-            if part in self.rank:
-                tokens.append(self.rank[part])
-            else:  # SentencePiece's byte fallback
-                tokens.extend(3 + byte for byte in part)
-        return tuple(tokens)
-
-
-# The grammar at the level of tokens.
-
-STOPPED = -1  # the state after the text's closing punctuation
-# A search position's items: (the state after the word, the word's tokens, tokens read so far).
-Items = frozenset[tuple[int, tuple[int, ...], int]]
-
-
-class TokenGrammar:
-    """Which tokens may come next, for a word-level finite-state grammar.
-
-    A search position is the set of grammar paths its tokens fit: items ``(state, word tokens,
-    tokens read)``, where ``state`` is where the grammar goes once the word is complete. Several
-    words can share their first tokens ("sell", "seven"), so a position holds them all until the
-    tokens tell them apart.
-    """
-
-    def __init__(
-        self,
-        transitions: list[Any],
-        tokenizer: Tokenizer,
-        *,
-        start: int = 0,
-        final: int = 1,
-        prior: float = 0.0,
-    ) -> None:
-        self.arcs: dict[int, list[tuple[int, tuple[int, ...], float]]] = {}
-        reach: dict[int, dict[int, float]] = {}
-        for transition in transitions:
-            if len(transition) == 4:
-                src, dst, probability, word = transition
-                for spelling in {word, word.capitalize(), word.upper()}:
-                    self.arcs.setdefault(src, []).append(
-                        (dst, tokenizer.word(spelling), prior * math.log(probability))
-                    )
-            else:  # word-less transitions are already closed (see command_fsg)
-                src, dst, probability = transition
-                reach.setdefault(src, {})[dst] = prior * math.log(probability)
-        self.reach = {state: {state: 0.0, **reach.get(state, {})} for state in reach}
-        self.final = final
-        self.start: Items = frozenset({(start, (), 0)})
-        # The text may end in a full stop or a question mark, as the model writes them.
-        self.stops = [tokenizer.word(mark, space=False) for mark in ".?!"]
-
-    def closure(self, state: int) -> dict[int, float]:
-        return self.reach.get(state, {state: 0.0})
-
-    def successors(self, items: Items) -> tuple[dict[int, tuple[Items, float]], bool]:
-        """The tokens that may follow ``items`` (with the items each leads to and the grammar's
-        log-prior for taking it), and whether the text may end here."""
-        following: dict[int, dict[tuple[int, tuple[int, ...], int], float]] = {}
-        ends = False
-        for state, tokens, read in items:
-            if read < len(tokens):
-                following.setdefault(tokens[read], {})[(state, tokens, read + 1)] = 0.0
-                continue
-            if state == STOPPED:
-                ends = True
-                continue
-            for here, through in self.closure(state).items():
-                if here == self.final:
-                    ends = True
-                    for stop in self.stops:
-                        following.setdefault(stop[0], {})[(STOPPED, stop, 1)] = 0.0
-                for there, word, prior in self.arcs.get(here, ()):
-                    options = following.setdefault(word[0], {})
-                    item = (there, word, 1)
-                    options[item] = max(options.get(item, -math.inf), through + prior)
-        return {
-            token: (frozenset(options), max(options.values()))
-            for token, options in following.items()
-        }, ends
-
-
 # The model.
-
-
-@dataclass
-class Hypothesis:
-    items: Items
-    tokens: list[int] = field(default_factory=list)
-    score: float = 0.0
 
 
 class Moonshine:
@@ -570,15 +429,14 @@ def load() -> Moonshine:
 @functools.cache
 def command_grammar() -> TokenGrammar:
     """FunPump's command grammar (without its garbage loop) over Moonshine's tokens."""
-    from voice.grammar import command_fsg
-
     return TokenGrammar(command_fsg(garbage_phone=0).transitions, load().tokenizer, prior=PRIOR)
 
 
-if __name__ == "__main__":  # python -m voice.moonshine: build the cached models ahead of time
+# python -m voice.speech.moonshine (make voice-model): build the cached models ahead of time.
+if __name__ == "__main__":
     if not available():
         print("moonshine-cpp is not installed: voice finals will come from pocketsphinx alone")
-    elif "--background" in sys.argv[1:]:  # a server's own build (voice/readiness.py)
+    elif "--background" in sys.argv[1:]:  # a server's own build (voice/speech/recogniser.py)
         os.nice(10)  # the server's requests come first
         prepare()
     else:

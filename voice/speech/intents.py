@@ -49,14 +49,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import get_args
 
-from protocol import Intent
+from protocol import MAX_CHAT_CHARS, Intent
 from trading.curve import SOL_DECIMALS, TOKEN_DECIMALS, U64_MAX
 
 INTENTS: tuple[str, ...] = get_args(Intent)
 
 TOKEN_NAME_MAX = 32
 ENVIRONMENT_NAME_MAX = 64  # the length of an environment's name in the database
-MESSAGE_MAX = 500  # the chat message limit of the wire protocol
 # No command is longer than a maximal chat message and its verb; the cap bounds the work done.
 TEXT_MAX = 1000
 
@@ -314,7 +313,7 @@ def _lookup(words: list[str], cost: float) -> _Match | None:
 
 
 def _chat(rest: list[str]) -> _Match | None:
-    text = _free_text(rest, MESSAGE_MAX)
+    text = _free_text(rest, MAX_CHAT_CHARS)
     if text is None:
         return None
     message, dropped = text

@@ -1,10 +1,10 @@
 """The command grammar the offline recogniser listens with.
 
-A grammar, not a general language model: a short command vocabulary is recognised far more
-reliably than free English. The shapes follow :mod:`voice.intents`, with one difference: a trade
-needs its unit ("buy two sol", "sell one thousand tokens"), so that a number said in passing is
-not forced into a trade. Free text (a chat message, a token or environment name) comes from
-short word lists: ``NAMES`` for names, ``WORDS`` for chat.
+A grammar, not a general language model: a short command vocabulary is recognised far more reliably
+than free English. The shapes follow :mod:`voice.speech.intents`, with one difference: a trade needs
+its unit ("buy two sol", "sell one thousand tokens"), so that a number said in passing is not forced
+into a trade. Free text (a chat message, a token or environment name) comes from short word lists:
+``NAMES`` for names, ``WORDS`` for chat.
 
 Speech that is no command needs somewhere to go, or the decoder forces it onto the nearest
 command ("where did you put my keys" heard as "buy thirty eight thousand sol"). That place is a

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import webrtcvad
 
-from voice.engines import BYTES_PER_SECOND, SAMPLE_RATE, RecognitionStream, Transcript
-from voice.intents import parse_command
+from voice.speech.engines import BYTES_PER_SECOND, SAMPLE_RATE, RecognitionStream, Transcript
+from voice.speech.intents import parse_command
 
 FRAME_SECONDS = 0.03  # WebRTC VAD takes 10, 20 or 30 ms frames
 FRAME_BYTES = int(BYTES_PER_SECOND * FRAME_SECONDS)

@@ -6,19 +6,19 @@ words so far (interim results), ``finish`` ends the utterance and returns its fi
 :class:`Transcript`. Streams are not thread-safe: the pipeline gives each one to a single worker
 at a time. A cloud engine plugs in by implementing the same two classes.
 
-The default engine, :class:`RescoredEngine`, is offline and uses two recognisers, each with a
-model that ships inside its package. pocketsphinx hears the words as they come (interims) and
-decides whether the speech is a command at all; once the utterance ends, Moonshine, a neural
-model far surer of what it hears, reads it within the same grammar (``voice/moonshine.py``) and
-its reading replaces pocketsphinx's words when it finds them much less likely than its own
-(``MARGIN``); when even its best reading is very unlikely, the speech is no command
-(``NO_COMMAND``). The listener calls ``prepare`` when the speech pauses, so that reading is done
-while the end-of-utterance silence is waited out, not after it.
+The default engine, :class:`RescoredEngine`, is offline and uses two recognisers, each with a model
+that ships inside its package. pocketsphinx hears the words as they come (interims) and decides
+whether the speech is a command at all; once the utterance ends, Moonshine, a neural model far surer
+of what it hears, reads it within the same grammar (``voice/speech/moonshine.py``) and its reading
+replaces pocketsphinx's words when it finds them much less likely than its own (``MARGIN``); when
+even its best reading is very unlikely, the speech is no command (``NO_COMMAND``). The listener
+calls ``prepare`` when the speech pauses, so that reading is done while the end-of-utterance silence
+is waited out, not after it.
 
 :class:`SphinxEngine` is pocketsphinx 5 with the acoustic model that ships inside the package and
-FunPump's command grammar (``voice/grammar.py``), one decoder per session. Beside the commands,
-the grammar holds a costly loop of single phones: speech that fits no command is cheaper to
-explain as phones than as a forced command, and a hypothesis that went through that loop is no
+FunPump's command grammar (``voice/speech/grammar.py``), one decoder per session. Beside the
+commands, the grammar holds a costly loop of single phones: speech that fits no command is cheaper
+to explain as phones than as a forced command, and a hypothesis that went through that loop is no
 transcript at all. That is what keeps "the weather is nice today" from being read as "buy one
 thousand". The decoder hears the audio over a faint noise floor (``NOISE_FLOOR``), and its
 dictionary adds FunPump's own pronunciations (``PRONUNCIATIONS`` in the grammar) to the model's.
@@ -37,6 +37,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from voice.speech import moonshine
+from voice.speech.grammar import (
+    PRONUNCIATIONS,
+    command_fsg,
+    garbage_words,
+    grammar_words,
+    is_garbage,
+)
 
 SAMPLE_RATE = 16_000
 BYTES_PER_SECOND = SAMPLE_RATE * 2
@@ -191,9 +200,9 @@ class SphinxEngine:
     name = "pocketsphinx"
 
     def open(self) -> SphinxStream:
+        # pocketsphinx is imported where a decoder is made: a web process that leaves speech to
+        # a worker (FUNPUMP_SPEECH=worker) never loads its native library.
         from pocketsphinx import Decoder
-
-        from voice.grammar import command_fsg
 
         decoder = Decoder(
             lm=None,
@@ -211,8 +220,6 @@ class SphinxEngine:
 
 def _words(hypothesis: str) -> str:
     """A hypothesis less its garbage: speech that fits no command is no transcript."""
-    from voice.grammar import is_garbage
-
     words = hypothesis.split()
     return "" if any(is_garbage(word) for word in words) else " ".join(words)
 
@@ -220,9 +227,7 @@ def _words(hypothesis: str) -> str:
 @functools.cache
 def _grammar_dictionary() -> str:
     """The grammar's words from the model's dictionary plus ``PRONUNCIATIONS`` (loads in ms)."""
-    from pocketsphinx import get_model_path
-
-    from voice.grammar import PRONUNCIATIONS, garbage_words, grammar_words
+    from pocketsphinx import get_model_path  # see SphinxEngine.open
 
     wanted = grammar_words()
     lines = []
@@ -367,31 +372,16 @@ def _speech(samples: np.ndarray) -> np.ndarray:
 
 
 class RescoredEngine:
-    """pocketsphinx rescored by Moonshine (``voice/moonshine.py``)."""
+    """pocketsphinx rescored by Moonshine (``voice/speech/moonshine.py``)."""
 
     name = "pocketsphinx + moonshine"
 
     def open(self) -> RescoredStream:
-        from voice import moonshine
-
         return RescoredStream(SphinxEngine().open(), moonshine.load(), moonshine.command_grammar())
-
-
-@functools.cache
-def default_engine() -> Engine:
-    """The process's engine: pocketsphinx rescored by Moonshine, both offline; pocketsphinx
-    alone where Moonshine's package is not installed (it ships for x86-64 only) or its model
-    could not be made ready (``voice/readiness.py``)."""
-    from voice import moonshine, readiness
-
-    if moonshine.available() and not readiness.recogniser.failed():
-        return RescoredEngine()
-    logger.warning("Moonshine is not available: voice finals come from pocketsphinx alone")
-    return SphinxEngine()
 
 
 def warm_up() -> None:
     """What every session's pocketsphinx decoder reads, made ready ahead of the first."""
-    import pocketsphinx  # noqa: F401
+    import pocketsphinx  # noqa: F401 - see SphinxEngine.open
 
     _grammar_dictionary()
