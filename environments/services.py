@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,19 +10,19 @@ import base58
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+import protocol
 from environments import presence
+from environments.locks import lock_environment, lock_position
 from environments.models import ChatMessage, Environment, Position, environment_id_validator
 from environments.selectors import chat_view, environment_state
 from idempotency.models import Receipt
 from idempotency.services import receipt_answer, request_key, run_once
-from kernel.realtime import Event, Origin, publish_on_commit, rewards_key, touch_on_commit
+from kernel.realtime import Event, publish_on_commit, rewards_key, touch_on_commit
 from protocol.addresses import is_public_key
 from protocol.errors import DomainError, ErrorCode
-from trading import curve
-from trading.locks import lock_environment, lock_position
+from trading.state import CurveConstants
 
 MAX_NAME = 64
-MAX_FEE_BPS = 1000
 
 
 def generate_mint() -> str:
@@ -35,54 +34,6 @@ def _check_mint(token_mint: str) -> str:
     if is_public_key(token_mint):
         return token_mint
     raise DomainError(ErrorCode.INVALID_MESSAGE, "tokenMint must be a base58 address (32 bytes)")
-
-
-# CurveConstants attribute → the Environment field that stores it.
-CONSTANT_FIELDS = {
-    "virtual_sol": "initial_virtual_sol",
-    "virtual_token": "initial_virtual_token",
-    "real_token": "initial_real_token",
-    "total_supply": "total_supply",
-    "protocol_fee_bps": "protocol_fee_bps",
-    "creator_fee_bps": "creator_fee_bps",
-    "starting_sol_balance": "starting_sol_balance",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class CurveConstants:
-    """What an operator may choose when creating an environment; pump.fun's by default."""
-
-    virtual_sol: int = curve.DEFAULT_VIRTUAL_SOL
-    virtual_token: int = curve.DEFAULT_VIRTUAL_TOKEN
-    real_token: int = curve.DEFAULT_REAL_TOKEN
-    total_supply: int = curve.DEFAULT_TOTAL_SUPPLY
-    protocol_fee_bps: int = curve.DEFAULT_PROTOCOL_FEE_BPS
-    creator_fee_bps: int = curve.DEFAULT_CREATOR_FEE_BPS
-    starting_sol_balance: int = curve.DEFAULT_STARTING_SOL
-
-    @classmethod
-    def from_fields(cls, data: Mapping[str, Any]) -> CurveConstants:
-        """Read the constants from a mapping keyed by ``Environment``'s field names."""
-        return cls(**{name: data[field] for name, field in CONSTANT_FIELDS.items()})
-
-    def validate(self) -> None:
-        problems = []
-        if self.virtual_sol <= 0 or self.virtual_token <= 0:
-            problems.append("virtual reserves must be positive")
-        if not 0 < self.real_token < self.virtual_token:
-            problems.append("real tokens must be positive and below the virtual tokens")
-        if self.real_token > self.total_supply:
-            problems.append("real tokens cannot exceed the total supply")
-        for name in ("protocol_fee_bps", "creator_fee_bps"):
-            if not 0 <= getattr(self, name) <= MAX_FEE_BPS:
-                problems.append(f"{name} must be between 0 and {MAX_FEE_BPS}")
-        if self.starting_sol_balance < 0:
-            problems.append("the starting balance cannot be negative")
-        if any(value > 2**63 - 1 for value in (self.virtual_sol, self.virtual_token)):
-            problems.append("reserves must fit in 63 bits")
-        if problems:
-            raise DomainError(ErrorCode.INVALID_MESSAGE, "; ".join(problems))
 
 
 def environment_create(
@@ -118,17 +69,7 @@ def environment_create(
         token_mint=_check_mint(token_mint) if token_mint else generate_mint(),
         launched_by=launched_by,
         is_open=is_open,
-        initial_virtual_sol=constants.virtual_sol,
-        initial_virtual_token=constants.virtual_token,
-        initial_real_token=constants.real_token,
-        total_supply=constants.total_supply,
-        protocol_fee_bps=constants.protocol_fee_bps,
-        creator_fee_bps=constants.creator_fee_bps,
-        starting_sol_balance=constants.starting_sol_balance,
-        virtual_sol_reserves=constants.virtual_sol,
-        virtual_token_reserves=constants.virtual_token,
-        real_sol_reserves=0,
-        real_token_reserves=constants.real_token,
+        **constants.fields(),
     )
     key = request_key(
         wallet=launched_by,
@@ -179,16 +120,28 @@ def environment_join(*, environment_id: str, wallet: str) -> tuple[Environment, 
     return environment, position
 
 
+@dataclass(frozen=True, slots=True)
+class ChatPosted:
+    """What posting did: the stored line and the sender's own copy of its ``CHAT_MESSAGE``."""
+
+    line: ChatMessage
+    own: protocol.ChatMessageView | dict[str, Any]
+
+    @property
+    def sequence(self) -> int:
+        """The environment's sequence the line committed under."""
+        return self.line.sequence
+
+
 def chat_post(
     *,
     environment_id: str,
     wallet: str,
     message: str,
-    origin: Origin | None = None,
     request_id: str | None = None,
     request_item: int = 0,
-) -> ChatMessage:
-    """Store a chat line under the environment's next sequence and broadcast it after commit.
+) -> ChatPosted:
+    """Store a chat line under the environment's next sequence and publish it after commit.
 
     With ``request_id`` the line is posted at most once: a repeat raises
     :class:`idempotency.services.Replay` carrying the ``CHAT_MESSAGE`` first sent.
@@ -201,7 +154,7 @@ def chat_post(
         params={"environmentId": environment_id, "message": message},
     )
 
-    def post(receipt: Receipt | None) -> ChatMessage:
+    def post(receipt: Receipt | None) -> ChatPosted:
         environment = lock_environment(environment_id)
         lock_position(environment, wallet)  # only participants speak
         environment.sequence += 1
@@ -209,16 +162,10 @@ def chat_post(
         chat = ChatMessage.objects.create(
             environment=environment, wallet=wallet, message=message, sequence=environment.sequence
         )
-        event = Event(
-            environment_id=environment.id,
-            sequence=chat.sequence,
-            type="CHAT_MESSAGE",
-            data=chat_view(chat),
-            origin=origin,
-        )
-        publish_on_commit(event)
-        receipt_answer(receipt, event.data)
-        return chat
+        line = chat_view(chat)  # the same builder reads it back after a Redis loss
+        publish_on_commit(Event(environment.id, chat.sequence, "CHAT_MESSAGE", line))
+        receipt_answer(receipt, protocol.dump(line))
+        return ChatPosted(chat, line)  # the sender's copy is the public one
 
     return run_once(key, post)
 
@@ -230,7 +177,9 @@ def chat_set_hidden(*, message_ids: list[int], hidden: bool) -> int:
     )
 
 
-def participant_enter(*, environment_id: str, wallet: str, connection: str) -> dict[str, Any]:
+def participant_enter(
+    *, environment_id: str, wallet: str, connection: str
+) -> protocol.EnvironmentState:
     """Join for one connection: open the position if needed, mark the wallet present, and
     return its ``ENVIRONMENT_STATE``."""
     environment, position = environment_join(environment_id=environment_id, wallet=wallet)

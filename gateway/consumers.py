@@ -12,13 +12,14 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http.request import split_domain_port, validate_host
+from pydantic import BaseModel
 
 import protocol
 from environments.models import environment_id_validator
@@ -29,27 +30,17 @@ from environments.selectors import (
     price_update,
 )
 from environments.services import chat_post, participant_enter, participant_leave
+from gateway.voice import VoiceHandlers
 from idempotency.services import Replay
 from kernel import caps, lifecycle, metrics
 from kernel.db import db_call
 from kernel.ratelimit import Grant, message_limiter
-from kernel.realtime import (
-    PROCESS_ID,
-    History,
-    Hub,
-    Origin,
-    market_key,
-    register_history,
-    rewards_key,
-    voice_key,
-)
+from kernel.realtime import PROCESS_ID, History, Hub, market_key, register_history, rewards_key
 from protocol.errors import DomainError, ErrorCode
 from rewards.selectors import reward_view
 from rewards.services import claim_rewards
 from trading.market import market_interest_add, market_interest_remove, market_snapshot
 from trading.services import trade_execute
-from voice.services import voice_session_end, voice_session_start
-from voice.session import SessionInfo, VoiceRunner, require_recogniser
 from wallets.auth import token_wallet, user_wallet
 
 logger = logging.getLogger(__name__)
@@ -58,7 +49,8 @@ logger = logging.getLogger(__name__)
 register_history(History(events=environment_events, latest=environment_sequences))
 
 OUTBOX_LIMIT = 1000  # frames queued for a client before it is considered gone
-OWN_COPY_WAIT = 2.0  # seconds to wait for the trader's own broadcast before the next message
+# A trade moves its environment's price; a chat line does not.
+PRICE_CHANGED_BY = frozenset({"VIRTUAL_TRADE_EXECUTED"})
 _connection_ids = itertools.count(1)
 
 RATE_EXEMPT = frozenset({"HEARTBEAT"})
@@ -68,6 +60,16 @@ CLOSE_IDLE = 4408
 CLOSE_TOO_MANY_CONNECTIONS = 4429
 
 Handler = Callable[["RoomConsumer", Any, str | None], Awaitable[None]]
+
+
+class Published(Protocol):
+    """What a publishing service returns: its event's sequence and the sender's own copy."""
+
+    @property
+    def sequence(self) -> int: ...
+
+    @property
+    def own(self) -> BaseModel | dict[str, Any]: ...
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -105,7 +107,7 @@ def origin_allowed(scope: dict[str, Any]) -> bool:
     return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS) and actual == expected
 
 
-class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
     """One client connection."""
 
     # No channel-layer channel per connection: the process's hub owns the only one, so a socket
@@ -152,10 +154,8 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.slots = [owner for owner, _ in owners]
         self.joined = set()
         self.last_joined: str | None = None
-        self.voice: VoiceRunner | None = None
-        self.voice_expires = 0.0
-        self.voice_refused_at = float("-inf")
-        self.prices: dict[tuple[str, str | None], str] = {}  # (mint, environmentId) → watched
+        # (mint, environmentId) → the key of the feed it subscribed to
+        self.price_feeds: dict[tuple[str, str | None], str] = {}
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
         self.hub = await Hub.get()
         await self.accept()
@@ -213,10 +213,10 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         writer = getattr(self, "writer", None)
         if writer is not None:
             writer.cancel()
-        for key in list(getattr(self, "prices", {})):
-            await self._unwatch(key)
-        if getattr(self, "watching_rewards", False) and self.wallet:
-            await self.hub.unwatch_price(rewards_key(self.wallet), self.connection_id)
+        for key in list(getattr(self, "price_feeds", {})):
+            await self._drop_price_feed(key)
+        if getattr(self, "rewards_subscribed", False) and self.wallet:
+            await self.hub.unsubscribe_feed(rewards_key(self.wallet), self.connection_id)
         if getattr(self, "voice", None) is not None:
             await self._voice_stop(reason="disconnected")
         joined = list(getattr(self, "joined", ()))
@@ -358,7 +358,8 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         return wallet
 
     async def on_heartbeat(self, data: protocol.HeartbeatData, request_id: str | None) -> None:
-        self.reply("HEARTBEAT", {"timestamp": int(time.time() * 1000)}, request_id)
+        now = int(time.time() * 1000)
+        self.reply("HEARTBEAT", protocol.HeartbeatReply(timestamp=now), request_id)
 
     async def on_join(self, data: protocol.JoinEnvironmentData, request_id: str | None) -> None:
         wallet = self._require_wallet(data.userId)
@@ -390,53 +391,75 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 caps.JOINED.release(self.owner, self.connection_id, environment_id)
                 await self.hub.leave(environment_id, self.connection_id)
             raise
-        self.joined.add(state["id"])
-        self.last_joined = state["id"]
+        self.joined.add(state.id)
+        self.last_joined = state.id
         self.reply("ENVIRONMENT_STATE", state, request_id)
-        self.hub.ready(environment_id, self.connection_id, state["sequence"])
+        self.hub.ready(environment_id, self.connection_id, state.sequence)
 
     async def on_trade(self, data: protocol.VirtualTradeData, request_id: str | None) -> None:
         wallet = self._require_joined(data.environmentId)
-        delivered = asyncio.get_running_loop().create_future()
-        try:
-            await db_call(trade_execute)(
+        await self._publish(
+            data.environmentId,
+            "VIRTUAL_TRADE_EXECUTED",
+            request_id,
+            lambda: db_call(trade_execute)(
                 environment_id=data.environmentId,
                 wallet=wallet,
                 amount=int(data.amount),
                 is_buy=data.isBuy,
                 min_amount_out=None if data.minAmountOut is None else int(data.minAmountOut),
-                origin=Origin(self.connection_id, request_id, delivered),
                 request_id=request_id,
                 request_item=getattr(self, "batch_item", 0),
-            )
-        except Replay as replay:  # it ran before: its own copy again, to this client only
-            self.reply("VIRTUAL_TRADE_EXECUTED", replay.data, request_id)
-            return
-        await self._own_copy(delivered)
+            ),
+        )
 
     async def on_chat(self, data: protocol.ChatMessageData, request_id: str | None) -> None:
         wallet = self._require_joined(data.environmentId)
-        delivered = asyncio.get_running_loop().create_future()
-        try:
-            await db_call(chat_post)(
+        await self._publish(
+            data.environmentId,
+            "CHAT_MESSAGE",
+            request_id,
+            lambda: db_call(chat_post)(
                 environment_id=data.environmentId,
                 wallet=wallet,
                 message=data.message,
-                origin=Origin(self.connection_id, request_id, delivered),
                 request_id=request_id,
                 request_item=getattr(self, "batch_item", 0),
-            )
-        except Replay as replay:
-            self.reply("CHAT_MESSAGE", replay.data, request_id)
+            ),
+        )
+
+    async def _publish(
+        self,
+        environment_id: str,
+        message_type: str,
+        request_id: str | None,
+        run: Callable[[], Awaitable[Published]],
+    ) -> None:
+        """Run a service that publishes an event of a joined environment, and answer with the
+        sender's own copy of it in the public copy's place among the broadcasts.
+
+        The hub keeps this connection's broadcasts back while the service runs: the event's
+        sequence is known only once it returns.
+        """
+        self.hub.hold(environment_id, self.connection_id)
+        try:
+            result = await run()
+        except Replay as replay:  # it ran before: its own copy again, to this client only
+            self.hub.release(environment_id, self.connection_id)
+            self.reply(message_type, replay.data, request_id)
             return
-        await self._own_copy(delivered)
+        except BaseException:
+            self.hub.release(environment_id, self.connection_id)
+            raise
+        own = protocol.encode(message_type, result.own, request_id)
+        self.hub.release(environment_id, self.connection_id, result.sequence, own)
 
     async def on_subscribe_price(
         self, data: protocol.SubscribePriceData, request_id: str | None
     ) -> None:
         key = (data.mintAddress, data.environmentId)
         limit = settings.FUNPUMP_MAX_SUBSCRIPTIONS
-        if key not in self.prices and not caps.SUBSCRIBED.allows(self.owner, key, limit):
+        if key not in self.price_feeds and not caps.SUBSCRIBED.allows(self.owner, key, limit):
             raise protocol.invalid(
                 "too many price subscriptions by this wallet", field="mintAddress", limit=limit
             )
@@ -448,40 +471,41 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             market = await db_call(market_snapshot)(mint)
             if market is not None:
                 self.reply("PRICE_UPDATE", market, request_id)
-                await self._watch(key, market_key(mint))
-                await self.hub.watch_market(mint, self.connection_id, self.push, market)
+                await self._keep_price_feed(key, market_key(mint))
+                await self.hub.subscribe_market(mint, self.connection_id, self.push, market)
                 return
         environment_id = await db_call(price_target)(
             mint=data.mintAddress, environment_id=data.environmentId
         )
         snapshot = await db_call(price_update)(environment_id=environment_id)
         self.reply("PRICE_UPDATE", snapshot, request_id)
-        await self._watch(key, environment_id)
-        await self.hub.watch_price(
+        await self._keep_price_feed(key, environment_id)
+        await self.hub.subscribe_feed(
             environment_id,
             self.connection_id,
             self.push,
             lambda: db_call(price_update)(environment_id=environment_id),
+            changed_by=PRICE_CHANGED_BY,
         )
 
-    async def _watch(self, key: tuple[str, str | None], feed: str) -> None:
-        previous = self.prices.get(key)
+    async def _keep_price_feed(self, key: tuple[str, str | None], feed: str) -> None:
+        previous = self.price_feeds.get(key)
         if previous is not None and previous != feed:
-            await self._unwatch(key)
-        self.prices[key] = feed
+            await self._drop_price_feed(key)
+        self.price_feeds[key] = feed
         caps.SUBSCRIBED.hold(self.owner, self.connection_id, key)
 
     async def on_unsubscribe_price(
         self, data: protocol.UnsubscribePriceData, request_id: str | None
     ) -> None:
         key = (data.mintAddress, data.environmentId)
-        await self._unwatch(key)
+        await self._drop_price_feed(key)
         caps.SUBSCRIBED.release(self.owner, self.connection_id, key)
 
-    async def _unwatch(self, key: tuple[str, str | None]) -> None:
-        feed = self.prices.pop(key, None)
-        if feed is not None and feed not in self.prices.values():
-            await self.hub.unwatch_price(feed, self.connection_id)
+    async def _drop_price_feed(self, key: tuple[str, str | None]) -> None:
+        feed = self.price_feeds.pop(key, None)
+        if feed is not None and feed not in self.price_feeds.values():
+            await self.hub.unsubscribe_feed(feed, self.connection_id)
         mint, environment_id = key
         if environment_id is None and settings.FUNPUMP_MARKET_FEED_URL:
             await db_call(market_interest_remove)(mint=mint, connection=self.connection_id)
@@ -491,8 +515,8 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     ) -> None:
         wallet = self._require_wallet(data.userId)
         self.reply("REWARD_UPDATE", await db_call(reward_view)(wallet), request_id)
-        self.watching_rewards = True
-        await self.hub.watch_price(
+        self.rewards_subscribed = True
+        await self.hub.subscribe_feed(
             rewards_key(wallet),
             self.connection_id,
             self.push,
@@ -512,97 +536,6 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.reply("REWARD_UPDATE", replay.data, request_id)
             return
         self.reply("REWARD_UPDATE", claimed.answer, request_id)
-
-    # --- voice ----------------------------------------------------------------------------------
-
-    async def on_voice_start(
-        self, data: protocol.VoiceSessionStartData, request_id: str | None
-    ) -> None:
-        wallet = self._require_wallet(data.userId)
-        await require_recogniser()
-        if self.voice is not None:
-            await self._voice_stop(reason=None)  # the new session replaces it in the database
-        started = await db_call(voice_session_start)(
-            wallet=wallet,
-            language=data.preferredLanguage,
-            environment_id=data.environmentId or self.last_joined,
-        )
-        runner = VoiceRunner(
-            SessionInfo(started.id, wallet, started.environment_id), self.push, source="socket"
-        )
-        await runner.start()
-        self.voice = runner
-        self.voice_expires = started.ready["expiresAt"] / 1000  # the token's own expiry
-        await self.hub.listen(
-            voice_key(started.id),
-            self.connection_id,
-            lambda payload: self._voice_signal(started.id, payload),
-        )
-        self.reply("VOICE_SESSION_READY", protocol.VoiceSessionReady(**started.ready), request_id)
-
-    def _voice_session(self, session_id: str) -> VoiceRunner:
-        self._require_wallet()
-        if self.voice is None or self.voice.session.id != session_id:
-            raise protocol.invalid("no such voice session on this connection", field="sessionId")
-        return self.voice
-
-    async def on_voice_audio_end(
-        self, data: protocol.VoiceAudioEndData, request_id: str | None
-    ) -> None:
-        self._voice_session(data.sessionId).end_utterance(request_id)
-
-    async def on_voice_session_end(
-        self, data: protocol.VoiceSessionEndData, request_id: str | None
-    ) -> None:
-        self._voice_session(data.sessionId)
-        await self._voice_stop(reason="client")
-
-    def _voice_audio(self, pcm: bytes) -> None:
-        """A binary frame: audio of the connection's voice session."""
-        if self.voice is not None and time.time() >= self.voice_expires:
-            self.closing_voice = asyncio.ensure_future(self._voice_stop(reason="expired"))
-            self.error(protocol.invalid("the voice session expired; start a new one"), None)
-            return
-        if self.voice is None:
-            self.error(protocol.invalid("binary frames are only accepted in a voice session"), None)
-            return
-        try:
-            self.voice.audio(pcm)
-        except DomainError as exc:
-            # A flood gets one refusal a second, not one per frame.
-            now = time.monotonic()
-            if exc.code is not ErrorCode.RATE_LIMITED or now - self.voice_refused_at >= 1:
-                self.voice_refused_at = now
-                self.error(exc, None)
-
-    def _voice_signal(self, session_id: str, payload: dict[str, Any]) -> None:
-        """A signal for this connection's session: a frame from the voice agent, or its end."""
-        if self.voice is None or self.voice.session.id != session_id:
-            return
-        frame = payload.get("frame")
-        if isinstance(frame, str):
-            self.push(frame)
-        elif payload.get("ended"):
-            self.closing_voice = asyncio.ensure_future(self._voice_stop(reason=None))
-
-    async def _voice_stop(self, *, reason: str | None) -> None:
-        """Stop this connection's session; ``reason`` also ends it in the database."""
-        runner, self.voice = self.voice, None
-        if runner is None:
-            return
-        await self.hub.unlisten(voice_key(runner.session.id), self.connection_id)
-        await runner.close()
-        if reason is not None and self.wallet is not None:
-            await db_call(voice_session_end)(
-                session_id=runner.session.id, wallet=self.wallet, reason=reason
-            )
-
-    async def _own_copy(self, delivered: asyncio.Future[None]) -> None:
-        """Wait until the sender's copy of its broadcast is queued, so answers keep their order."""
-        try:
-            await asyncio.wait_for(delivered, OWN_COPY_WAIT)
-        except TimeoutError:
-            logger.warning("own copy not delivered in time on %s", self.connection_id)
 
     # --- graceful shutdown (kernel/lifecycle.py) ----------------------------------------------
 

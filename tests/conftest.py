@@ -14,14 +14,24 @@ from django.conf import settings
 from django.db import connection
 from nacl.signing import SigningKey
 
-from environments.models import Environment
-from environments.services import CurveConstants, environment_create
+from environments.models import ChatMessage, Environment, Position
+from environments.services import environment_create, environment_join
 from funpump.asgi import application
 from gateway.client import wallet_of
+from kernel import realtime
+from kernel.realtime import Event
+from protocol.errors import DomainError, ErrorCode
 from rewards.models import RewardTier
+from trading.models import Trade
+from trading.services import TradeResult, trade_execute
+from trading.state import CurveConstants
 from wallets.auth import token_issue
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# Wallets of the service tests (environments' and trading's), which need no real keys.
+WALLET_A = "WalletAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+WALLET_B = "WalletBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"
+STRANGER = "StrangerSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS"
 # What a browser on the page at http://127.0.0.1/ sends: the socket checks Origin against Host.
 ORIGIN = (b"origin", b"http://127.0.0.1")
 HOST = (b"host", b"127.0.0.1")
@@ -125,3 +135,65 @@ def published_tiers(transactional_db):
             name=name,
             defaults={"min_launches": min_launches, "min_volume": min_volume, "rate_bps": rate_bps},
         )
+
+
+# --- service tests: environments' and trading's ---------------------------------------------------
+
+
+def snapshot() -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table a trade or a chat line can touch, in a comparable form."""
+    return {
+        "environments": list(Environment.objects.order_by("pk").values()),
+        "positions": list(Position.objects.order_by("pk").values()),
+        "trades": list(Trade.objects.order_by("pk").values()),
+        "chat": list(ChatMessage.objects.order_by("pk").values()),
+    }
+
+
+def assert_refused(
+    code: ErrorCode, call: Callable[[], object], message: str | None = None
+) -> DomainError:
+    """``call`` raises DomainError(code) and the database is exactly unchanged."""
+    before = snapshot()
+    with pytest.raises(DomainError) as caught:
+        call()
+    error = caught.value
+    assert error.code == code, f"expected {code}, got {error.code} ({error.message})"
+    if message is not None:
+        assert error.message == message
+    assert snapshot() == before
+    return error
+
+
+def buy(environment: Environment, wallet: str, amount: int, **kwargs: Any) -> TradeResult:
+    return trade_execute(
+        environment_id=environment.id, wallet=wallet, amount=amount, is_buy=True, **kwargs
+    )
+
+
+def join(environment: Environment, *wallets: str) -> None:
+    for wallet in wallets:
+        environment_join(environment_id=environment.id, wallet=wallet)
+
+
+def position(environment: Environment, wallet: str) -> Position:
+    return Position.objects.get(environment=environment, wallet=wallet)
+
+
+def fresh(environment: Environment) -> Environment:
+    return Environment.objects.get(pk=environment.pk)
+
+
+@pytest.fixture
+def joined(environment: Environment) -> Environment:
+    """The default environment with wallets A and B joined (100 SOL each, no tokens)."""
+    join(environment, WALLET_A, WALLET_B)
+    return environment
+
+
+@pytest.fixture
+def dispatched(monkeypatch: pytest.MonkeyPatch) -> list[Event]:
+    """Events handed to the real-time layer (``_dispatch`` replaced by a recorder)."""
+    events: list[Event] = []
+    monkeypatch.setattr(realtime.publish, "_dispatch", events.append)
+    return events

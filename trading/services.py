@@ -6,21 +6,32 @@ from dataclasses import dataclass
 
 from django.db.models import F
 
+import protocol
+from environments.locks import lock_environment, lock_position
 from environments.models import Position
 from environments.selectors import balance_view, trade_executed_view
 from idempotency.models import Receipt
 from idempotency.services import receipt_answer, request_key, run_once
-from kernel.realtime import Event, Origin, publish_on_commit, rewards_key, touch_on_commit
+from kernel.realtime import Event, publish_on_commit, rewards_key, touch_on_commit
 from protocol.errors import DomainError, ErrorCode
 from trading import curve
-from trading.locks import lock_environment, lock_position
 from trading.models import Trade, VolumeMinute
+from trading.state import RESERVE_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
 class TradeResult:
+    """What a trade did: the trade, the trader's position after it, and the trader's own copy
+    of its ``VIRTUAL_TRADE_EXECUTED`` (the public data and its balance)."""
+
     trade: Trade
     position: Position
+    own: protocol.TradeExecuted
+
+    @property
+    def sequence(self) -> int:
+        """The environment's sequence the trade committed under."""
+        return self.trade.sequence
 
 
 def trade_execute(
@@ -30,7 +41,6 @@ def trade_execute(
     amount: int,
     is_buy: bool,
     min_amount_out: int | None = None,
-    origin: Origin | None = None,
     request_id: str | None = None,
     request_item: int = 0,
 ) -> TradeResult:
@@ -39,7 +49,7 @@ def trade_execute(
     Checks run in the contract's order (closed, balance, amount too small, slippage); any
     refusal raises :class:`DomainError` before anything is written. On success the trade,
     the curve, the balance and the sequence change together, and ``VIRTUAL_TRADE_EXECUTED``
-    is broadcast after commit.
+    is published after commit; the result carries the trader's own copy.
 
     With ``request_id`` (item ``request_item`` of a batch) the trade runs at most once for the
     wallet: a repeat raises :class:`idempotency.services.Replay` carrying the trader's own copy
@@ -65,7 +75,6 @@ def trade_execute(
             amount=amount,
             is_buy=is_buy,
             min_amount_out=min_amount_out,
-            origin=origin,
             receipt=receipt,
         ),
     )
@@ -78,7 +87,6 @@ def _execute(
     amount: int,
     is_buy: bool,
     min_amount_out: int | None,
-    origin: Origin | None,
     receipt: Receipt | None,
 ) -> TradeResult:
     """The trade itself, inside :func:`run_once`'s transaction."""
@@ -107,15 +115,7 @@ def _execute(
 
     environment.apply_curve(fill.curve)
     environment.sequence += 1
-    environment.save(
-        update_fields=[
-            "virtual_sol_reserves",
-            "virtual_token_reserves",
-            "real_sol_reserves",
-            "real_token_reserves",
-            "sequence",
-        ]
-    )
+    environment.save(update_fields=[*RESERVE_FIELDS, "sequence"])
     position.sol_balance += fill.sol_delta
     position.token_balance += fill.token_delta
     position.save(update_fields=["sol_balance", "token_balance", "updated_at"])
@@ -141,14 +141,10 @@ def _execute(
             environment=environment, minute=minute, sol_amount=trade.sol_amount
         )
     touch_on_commit(rewards_key(wallet))  # its volume, and so perhaps its tier, changed
-    event = Event(
-        environment_id=environment.id,
-        sequence=trade.sequence,
-        type="VIRTUAL_TRADE_EXECUTED",
-        data=trade_executed_view(trade),  # the same builder reads it back after a Redis loss
-        private={"balance": balance_view(position)},
-        origin=origin,
+    executed = trade_executed_view(trade)  # the same builder reads it back after a Redis loss
+    publish_on_commit(Event(environment.id, trade.sequence, "VIRTUAL_TRADE_EXECUTED", executed))
+    own = protocol.TradeExecuted.model_validate(
+        {**protocol.dump(executed), "balance": protocol.dump(balance_view(position))}
     )
-    publish_on_commit(event)
-    receipt_answer(receipt, {**event.data, **(event.private or {})})  # the trader's own copy
-    return TradeResult(trade=trade, position=position)
+    receipt_answer(receipt, protocol.dump(own))
+    return TradeResult(trade, position, own)

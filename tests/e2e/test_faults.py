@@ -22,6 +22,7 @@ import pytest
 from channels.db import database_sync_to_async
 from nacl.signing import SigningKey
 
+import protocol
 from environments.models import Environment
 from environments.selectors import chat_view
 from environments.services import chat_post, environment_create
@@ -164,14 +165,14 @@ async def test_an_event_whose_broadcast_was_lost_still_reaches_the_clients(
     await client.join(environment.id, wallet_of(key))
 
     # This test process plays the lost one: it commits a chat line and never announces it.
-    monkeypatch.setattr(realtime, "_dispatch", lambda event: None)
-    line = await database_sync_to_async(chat_post)(
+    monkeypatch.setattr(realtime.publish, "_dispatch", lambda event: None)
+    posted = await database_sync_to_async(chat_post)(
         environment_id=environment.id, wallet=wallet_of(key), message="from a lost process"
     )
     async with asyncio.timeout(10):  # the hub checks the latest sequences every 2 s
         while not heard:
             await asyncio.sleep(0.05)
-    assert heard[0]["data"] == await database_sync_to_async(chat_view)(line)
+    assert heard[0]["data"] == protocol.dump(await database_sync_to_async(chat_view)(posted.line))
     reply = await client.request(
         "CHAT_MESSAGE", {"environmentId": environment.id, "message": "and then mine"}
     )

@@ -53,7 +53,8 @@ def run_action(client: Client, url: str, action: str, objects: list[Any], **extr
 @pytest.fixture
 def chat(environment: Environment, alice: Wallet) -> ChatMessage:
     environment_join(environment_id=environment.id, wallet=alice.address)
-    return chat_post(environment_id=environment.id, wallet=alice.address, message="gm everyone")
+    posted = chat_post(environment_id=environment.id, wallet=alice.address, message="gm everyone")
+    return posted.line
 
 
 @pytest.fixture
@@ -233,7 +234,7 @@ def test_admin_requires_staff(client: Client, environment: Environment) -> None:
 def test_hide_and_unhide_chat_actions(
     admin_client: Client, environment: Environment, alice: Wallet, chat: ChatMessage
 ) -> None:
-    other = chat_post(environment_id=environment.id, wallet=alice.address, message="second")
+    other = chat_post(environment_id=environment.id, wallet=alice.address, message="second").line
     response = run_action(admin_client, CHAT_CHANGELIST, "hide_messages", [chat])
     assert response.status_code == 302
     chat.refresh_from_db()
@@ -254,13 +255,13 @@ def test_hidden_chat_leaves_the_history(
 
     run_action(admin_client, CHAT_CHANGELIST, "hide_messages", [chat])
     env, position = environment_join(environment_id=environment.id, wallet=alice.address)
-    assert environment_state(env, position)["chatHistory"] == []
+    assert environment_state(env, position).chatHistory == []
 
 
 def test_chat_filter_by_hidden(
     admin_client: Client, environment: Environment, alice: Wallet, chat: ChatMessage
 ) -> None:
-    other = chat_post(environment_id=environment.id, wallet=alice.address, message="second")
+    other = chat_post(environment_id=environment.id, wallet=alice.address, message="second").line
     ChatMessage.objects.filter(pk=chat.pk).update(hidden=True)
     response = admin_client.get(CHAT_CHANGELIST, {"hidden__exact": "1"})
     assert list(response.context["cl"].result_list) == [chat]

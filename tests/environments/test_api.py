@@ -1,4 +1,4 @@
-"""HTTP API of environments: list, detail, launch, trade history, health, schemas."""
+"""HTTP API of environments: list, detail, launch, trade history."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ from typing import Any
 
 import base58
 import pytest
-from django.db import connection as django_connection
 from django.test import Client
 
 from environments.models import Environment
 from environments.services import chat_post, environment_join
-from gateway import views as funpump_views
 from tests.conftest import Wallet
 from trading.models import Trade
 from trading.services import trade_execute
@@ -443,115 +441,3 @@ def test_trades_of_unknown_environment_says_environment_not_found(db: None) -> N
     response = Client().get(f"{ENVIRONMENTS}/env_doesnotexist/trades")
     assert response.status_code == 404
     assert response.json()["code"] == "ENVIRONMENT_NOT_FOUND"
-
-
-# --- health ------------------------------------------------------------------------------------
-
-
-def test_health_ok(db: None) -> None:
-    response = Client().get("/api/health")
-    assert response.status_code == 200
-    body = response.json()
-    assert body["status"] == "ok"
-    assert body.get("database") == "ok"
-    assert body.get("channelLayer") == "ok"
-
-
-class BrokenConnection:
-    """Stands in for django.db.connection: every cursor fails."""
-
-    vendor = django_connection.vendor
-
-    def cursor(self) -> Any:
-        raise RuntimeError("database is down")
-
-
-def test_health_is_503_when_the_database_fails(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(funpump_views, "connection", BrokenConnection())
-    response = Client().get("/api/health")
-    assert response.status_code == 503
-    body = response.json()
-    assert body["status"] != "ok"
-    assert body["database"] != "ok"
-    assert body["channelLayer"] == "ok"
-
-
-def test_health_is_503_when_the_channel_layer_fails(
-    db: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(funpump_views, "get_channel_layer", lambda: None)
-    response = Client().get("/api/health")
-    assert response.status_code == 503
-    body = response.json()
-    assert body["status"] != "ok"
-    assert body["database"] == "ok"
-    assert body["channelLayer"] != "ok"
-
-
-# --- schemas -----------------------------------------------------------------------------------
-
-
-def openapi(client: Client) -> dict[str, Any]:
-    response = client.get("/api/schema?format=json")
-    assert response.status_code == 200
-    schema: dict[str, Any] = json.loads(response.content)
-    return schema
-
-
-def test_openapi_schema_names_the_api(db: None) -> None:
-    schema = openapi(Client())
-    assert schema["openapi"].startswith("3.")
-    paths = schema["paths"]
-    for path in (
-        "/api/environments",
-        "/api/environments/{environment_id}",
-        "/api/environments/{environment_id}/trades",
-        "/api/auth/challenge",
-        "/api/auth/verify",
-        "/api/health",
-    ):
-        assert path in paths, sorted(paths)
-    assert {"get", "post"} <= set(paths["/api/environments"])
-    trades = paths["/api/environments/{environment_id}/trades"]["get"]
-    trade_params = {param["name"] for param in trades["parameters"]}
-    assert {"before", "limit"} <= trade_params
-
-
-def test_openapi_schema_by_accept_header(db: None) -> None:
-    response = Client().get("/api/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json")
-    assert response.status_code == 200
-    assert json.loads(response.content)["openapi"].startswith("3.")
-
-
-def test_openapi_schema_default_is_yaml(db: None) -> None:
-    response = Client().get("/api/schema")
-    assert response.status_code == 200
-    assert response.content.startswith(b"openapi: 3.")
-    assert b"/api/environments" in response.content
-
-
-def test_openapi_schema_describes_the_responses(db: None) -> None:
-    paths = openapi(Client())["paths"]
-    listing = paths["/api/environments"]["get"]["responses"]["200"]
-    assert "content" in listing
-    launch = paths["/api/environments"]["post"]["responses"]
-    assert "201" in launch and "content" in launch["201"]
-    trades = paths["/api/environments/{environment_id}/trades"]["get"]["responses"]["200"]
-    assert "content" in trades
-
-
-def test_protocol_json_lists_the_messages(db: None) -> None:
-    response = Client().get("/api/protocol.json")
-    assert response.status_code == 200
-    assert response["Content-Type"].startswith("application/json")
-    schema = response.json()
-    assert {"HEARTBEAT", "JOIN_ENVIRONMENT", "VIRTUAL_TRADE", "CHAT_MESSAGE"} <= set(
-        schema["clientMessages"]
-    )
-    assert {"ENVIRONMENT_STATE", "VIRTUAL_TRADE_EXECUTED", "ERROR", "CHAT_MESSAGE"} <= set(
-        schema["serverMessages"]
-    )
-    definitions = schema.get("$defs", {})
-    for reference in [*schema["clientMessages"].values(), *schema["serverMessages"].values()]:
-        ref = reference["$ref"] if isinstance(reference, dict) else reference
-        assert ref.rsplit("/", 1)[-1] in definitions, ref

@@ -14,14 +14,13 @@ from typing import Any
 import pytest
 import redis
 import websockets
-from django.test import AsyncClient
+from django.db import connection as django_connection
+from django.test import AsyncClient, Client
 
 from gateway import views as funpump_views
 from kernel import lifecycle
 from tests.conftest import open_socket
 from tests.e2e.conftest import daphne_server  # noqa: F401 (a fixture: real daphne processes)
-
-pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture(autouse=True)
@@ -176,6 +175,49 @@ async def test_the_openapi_schema_describes_health_and_readiness(db: None) -> No
     paths = json.loads(response.content)["paths"]
     assert "503" in paths["/api/health"]["get"]["responses"]
     assert "/api/health/ready" in paths
+
+
+# --- through the synchronous test client --------------------------------------------------------
+
+
+def test_health_ok(db: None) -> None:
+    response = Client().get("/api/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body.get("database") == "ok"
+    assert body.get("channelLayer") == "ok"
+
+
+class BrokenConnection:
+    """Stands in for django.db.connection: every cursor fails."""
+
+    vendor = django_connection.vendor
+
+    def cursor(self) -> Any:
+        raise RuntimeError("database is down")
+
+
+def test_health_is_503_when_the_database_fails(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(funpump_views, "connection", BrokenConnection())
+    response = Client().get("/api/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] != "ok"
+    assert body["database"] != "ok"
+    assert body["channelLayer"] == "ok"
+
+
+def test_health_is_503_when_the_channel_layer_fails(
+    db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(funpump_views, "get_channel_layer", lambda: None)
+    response = Client().get("/api/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] != "ok"
+    assert body["database"] == "ok"
+    assert body["channelLayer"] != "ok"
 
 
 # --- a real server (the report of issue 13) ----------------------------------------------------

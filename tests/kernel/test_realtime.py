@@ -1,4 +1,5 @@
-"""The hub's gap recovery: missing events are read back from the database, never skipped.
+"""The hub's ordered fan-out: missing events are read back from the database, never skipped,
+and a sender gets its own copy of its event in the public one's place.
 
 These drive one :class:`kernel.realtime.Hub` directly (no server, no Redis) with a fake
 history, and check what each member's socket would receive. The last tests check that the
@@ -15,24 +16,25 @@ from typing import Any
 
 import pytest
 
+import protocol
 from environments.selectors import environment_events, environment_sequences
 from environments.services import chat_post, environment_join
-from kernel import realtime
-from kernel.realtime import Event, History, Hub, Origin
+from kernel.realtime import Event, History, Hub
+from kernel.realtime import hub as realtime_hub
+from kernel.realtime import publish as realtime_publish
 from trading.services import trade_execute
 
 ENV = "env_gaps"
 
 
-def event(sequence: int, origin: Origin | None = None) -> Event:
-    return Event(
-        ENV,
-        sequence,
-        "CHAT_MESSAGE",
-        {"message": f"m{sequence}", "sequence": sequence},
-        private={"mine": True} if origin else None,
-        origin=origin,
-    )
+def event(sequence: int) -> Event:
+    return Event(ENV, sequence, "CHAT_MESSAGE", {"message": f"m{sequence}", "sequence": sequence})
+
+
+def own_copy(sequence: int, request_id: str) -> str:
+    """The text of a sender's own copy: its ``requestId`` and a private field."""
+    data = {"message": f"m{sequence}", "sequence": sequence, "mine": True}
+    return protocol.encode("CHAT_MESSAGE", data, request_id)
 
 
 class FakeHistory:
@@ -56,11 +58,11 @@ class FakeHistory:
 
 @pytest.fixture
 def history(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeHistory]:
-    monkeypatch.setattr(realtime, "GAP_WAIT", 0.05)
+    monkeypatch.setattr(realtime_hub, "GAP_WAIT", 0.05)
 
     def install(stored: range | list[int]) -> FakeHistory:
         fake = FakeHistory(stored)
-        monkeypatch.setattr(realtime, "_history", History(fake.events, fake.latest))
+        monkeypatch.setattr(realtime_hub, "_history", History(fake.events, fake.latest))
         return fake
 
     return install
@@ -166,37 +168,78 @@ async def test_while_the_layer_is_down_new_events_are_polled_from_the_database(h
     assert fake.calls == [(1, 3)]
 
 
-async def test_an_event_committing_in_this_process_gives_its_trader_the_own_copy(history):
-    history(range(1, 4))
-    hub, trader = await hub_with_member(layer_up=False)
+async def joined_second(hub: Hub) -> Socket:
     other = Socket()
     await hub.join(ENV, "c2", other.push)
     hub.ready(ENV, "c2", 0)
-    delivered = asyncio.get_running_loop().create_future()
-    own = event(2, Origin("c1", "r7", delivered))
+    return other
+
+
+async def test_the_sender_gets_its_own_copy_in_place_of_the_public_one(history):
+    history(range(1, 3))
+    hub, sender = await hub_with_member()
+    other = await joined_second(hub)
+    hub.hold(ENV, "c1")  # c1's chat line is being posted
+    hub._deliver(event(1))  # meanwhile, another process's event
+    hub.submit(event(2))  # c1's line committed: its public copy
+    assert sender.frames == [] and other.sequences == [1, 2]
+    hub.release(ENV, "c1", 2, own_copy(2, "r7"))  # the service returned
+    assert sender.sequences == other.sequences == [1, 2]
+    assert sender.frames[1]["requestId"] == "r7" and sender.frames[1]["data"]["mine"]
+    assert "requestId" not in other.frames[1] and "mine" not in other.frames[1]["data"]
+
+
+async def test_an_own_copy_waits_for_its_event_when_released_first(history):
+    history(range(1, 3))
+    hub, sender = await hub_with_member()
+    other = await joined_second(hub)
+    hub.hold(ENV, "c1")
+    hub.release(ENV, "c1", 2, own_copy(2, "r1"))  # before the public copy reached the hub
     hub._deliver(event(1))
-    hub.expect(own)  # the trade's transaction is committing on a worker thread
-    hub._deliver(event(3))  # another process's next event, read from the database
-    await asyncio.sleep(0.1)
-    assert trader.sequences == [1]  # 2 is not read back: its own copy is on the way
-    hub.submit(own)
-    await settle(lambda: len(trader.frames) == 3 and len(other.frames) == 3)
-    assert trader.sequences == other.sequences == [1, 2, 3]
-    assert trader.frames[1]["requestId"] == "r7" and trader.frames[1]["data"]["mine"]
+    assert sender.sequences == [1]
+    hub.submit(event(2))
+    assert sender.sequences == other.sequences == [1, 2]
+    assert sender.frames[1]["requestId"] == "r1"
     assert "requestId" not in other.frames[1]
-    assert delivered.done()
+
+
+async def test_a_refused_request_releases_what_was_held(history):
+    history(range(1, 3))
+    hub, sender = await hub_with_member()
+    hub.hold(ENV, "c1")
+    hub._deliver(event(1))
+    hub._deliver(event(2))
+    assert sender.frames == []
+    hub.release(ENV, "c1")  # refused, or a replay: no event of its own
+    assert sender.sequences == [1, 2]
+    assert all("requestId" not in frame for frame in sender.frames)
+
+
+async def test_an_own_event_read_back_from_the_database_still_gives_the_own_copy(history):
+    fake = history(range(1, 4))
+    hub, sender = await hub_with_member(layer_up=False)
+    other = await joined_second(hub)
+    hub._deliver(event(1))
+    hub.hold(ENV, "c1")
+    hub._deliver(event(3))  # another process's next event, after c1's (2), polled
+    await settle(lambda: len(other.frames) == 3)  # 2 was read back before its commit callback
+    assert fake.calls == [(1, 3)]
+    hub.submit(event(2))  # the commit callback: a duplicate by now
+    hub.release(ENV, "c1", 2, own_copy(2, "r7"))
+    assert sender.sequences == other.sequences == [1, 2, 3]
+    assert sender.frames[1]["requestId"] == "r7"
+    assert "requestId" not in other.frames[1]
 
 
 async def test_a_trader_behind_a_slow_layer_is_answered_from_the_database(history, monkeypatch):
     fake = history(range(1, 4))
-    monkeypatch.setattr(realtime, "GAP_WAIT", 30)  # other processes' events: a long wait
+    monkeypatch.setattr(realtime_hub, "GAP_WAIT", 30)  # other processes' events: a long wait
     hub, trader = await hub_with_member()  # the layer is up
-    delivered = asyncio.get_running_loop().create_future()
-    own = event(3, Origin("c1", "r1", delivered))
     hub._deliver(event(1))
-    hub.expect(own)
-    hub.submit(own)  # 2 (another process's) is still on its way over the layer
-    await asyncio.wait_for(delivered, 5)
+    hub.hold(ENV, "c1")
+    hub.submit(event(3))  # 2 (another process's) is still on its way over the layer
+    hub.release(ENV, "c1", 3, own_copy(3, "r1"))
+    await settle(lambda: len(trader.frames) == 3)
     assert trader.sequences == [1, 2, 3]
     assert trader.frames[2]["requestId"] == "r1"
     assert fake.calls == [(1, 3)]
@@ -215,6 +258,41 @@ async def test_a_member_that_joins_behind_gets_what_its_state_lacked(history):
     assert socket.sequences == [3, 4, 5]
 
 
+# --- coalesced feeds and layer messages ----------------------------------------------------------
+
+
+async def test_a_feed_changes_only_with_the_events_named_for_it():
+    hub = Hub(asyncio.get_running_loop())
+    socket = Socket()
+
+    async def compute() -> dict[str, Any]:
+        return {"price": "1"}
+
+    await hub.subscribe_feed(ENV, "c1", socket.push, compute, changed_by=frozenset({"TRADE"}))
+    feed = hub.feeds[ENV]
+    hub._deliver(event(1))  # a chat line
+    assert not feed.changed and feed.sequence == 1
+    hub._deliver(Event(ENV, 2, "TRADE", {"sequence": 2}))
+    assert feed.changed
+    await hub.unsubscribe_feed(ENV, "c1")
+    assert ENV not in hub.feeds
+
+
+async def test_layer_messages_are_dispatched_by_type_and_our_own_are_ignored(history):
+    history(range(1, 3))
+    hub, socket = await hub_with_member()
+    heard: list[dict[str, Any]] = []
+    await hub.listen("_voice.s1", "c1", heard.append)
+    fanout = realtime_hub.fanout_message(event(1))
+    hub._handle(fanout)  # this process's own broadcast, back from the group
+    hub._handle({**fanout, "process": "another"})
+    hub._handle({**fanout, "process": "another", "sequence": "not a number"})  # malformed
+    hub._handle({"type": "signal", "environment": "_voice.s1", "payload": {"a": 1}})
+    hub._handle({"type": "hub.stop"})
+    assert socket.sequences == [1]
+    assert heard == [{"a": 1}]
+
+
 # --- the history the apps register ----------------------------------------------------------
 
 
@@ -223,7 +301,7 @@ def test_the_history_rebuilds_every_event_exactly_as_it_was_broadcast(
     environment, monkeypatch, django_capture_on_commit_callbacks
 ):
     broadcast: list[Event] = []
-    monkeypatch.setattr(realtime, "_dispatch", broadcast.append)
+    monkeypatch.setattr(realtime_publish, "_dispatch", broadcast.append)
     wallet = "WalletAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
     environment_join(environment_id=environment.id, wallet=wallet)
     with django_capture_on_commit_callbacks(execute=True):
