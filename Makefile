@@ -59,15 +59,18 @@ demo: migrate
 
 # The speech model, rebuilt for this machine's ONNX Runtime once (cached), not on the first call.
 voice-model: $(VENV)/.runtime
-	$(BIN)/python -m voice.moonshine
+	$(BIN)/python -m voice.speech.moonshine
 
 run: demo voice-model
 	@echo "FunPump on http://$(HOST):$(PORT)  (WebSocket ws://$(HOST):$(PORT)/ws)"
 	$(BIN)/python -m funpump.serve -b $(HOST) -p $(PORT)
 
+# lint-imports: the import contracts of pyproject.toml (imports run one way; no Django in the
+# curve's math, the wire declaration or speech recognition).
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
@@ -91,4 +94,4 @@ bench-voice: $(VENV)/.dev
 	$(BIN)/python bench/voice.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

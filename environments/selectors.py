@@ -7,6 +7,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
+import protocol
 from environments import presence
 from environments.models import ChatMessage, Environment, Position
 from kernel.clock import millis
@@ -28,8 +29,7 @@ def environment_list() -> QuerySet[Environment]:
     return Environment.objects.order_by("-created_at", "id")
 
 
-def environment_summary(environment: Environment, *, participants: int) -> dict[str, Any]:
-    """The environment without chat, trades or balance: the HTTP shape."""
+def _summary_fields(environment: Environment, *, participants: int) -> dict[str, Any]:
     state = environment.curve
     return {
         "id": environment.id,
@@ -45,16 +45,22 @@ def environment_summary(environment: Environment, *, participants: int) -> dict[
         "price": curve.format_price(state.spot_price),
         "marketCap": str(state.market_cap),
         "sequence": environment.sequence,
-        "fees": {
-            "protocolBps": environment.protocol_fee_bps,
-            "creatorBps": environment.creator_fee_bps,
-        },
+        "fees": protocol.Fees(
+            protocolBps=environment.protocol_fee_bps, creatorBps=environment.creator_fee_bps
+        ),
         "launchedBy": environment.launched_by or None,
         "createdAt": millis(environment.created_at),
     }
 
 
-def environment_summaries(environments: list[Environment]) -> list[dict[str, Any]]:
+def environment_summary(
+    environment: Environment, *, participants: int
+) -> protocol.EnvironmentSummary:
+    """The environment without chat, trades or balance: the HTTP shape."""
+    return protocol.EnvironmentSummary(**_summary_fields(environment, participants=participants))
+
+
+def environment_summaries(environments: list[Environment]) -> list[protocol.EnvironmentSummary]:
     counts = presence.backend().counts([environment.id for environment in environments])
     return [
         environment_summary(environment, participants=counts.get(environment.id, 0))
@@ -62,29 +68,32 @@ def environment_summaries(environments: list[Environment]) -> list[dict[str, Any
     ]
 
 
-def chat_view(message: ChatMessage) -> dict[str, Any]:
+def chat_view(message: ChatMessage) -> protocol.ChatMessageView:
     """A chat line as broadcast in ``CHAT_MESSAGE`` and listed in ``chatHistory``."""
-    return {
-        "userId": message.wallet,
-        "message": message.message,
-        "timestamp": millis(message.created_at),
-        "id": str(message.pk),
-        "environmentId": message.environment_id,
-        "sequence": message.sequence,
-    }
+    return protocol.ChatMessageView(
+        userId=message.wallet,
+        message=message.message,
+        timestamp=millis(message.created_at),
+        id=str(message.pk),
+        environmentId=message.environment_id,
+        sequence=message.sequence,
+    )
 
 
-def trade_executed_view(trade: Trade) -> dict[str, Any]:
-    """The public data of ``VIRTUAL_TRADE_EXECUTED``, as broadcast and as read back later."""
-    return {
-        "trade": trade_view(trade),
-        "newReserves": {
-            "sol": str(trade.virtual_sol_after),
-            "token": str(trade.virtual_token_after),
-        },
-        "environmentId": trade.environment_id,
-        "sequence": trade.sequence,
-    }
+def trade_executed_view(trade: Trade) -> protocol.TradeExecuted:
+    """The public data of ``VIRTUAL_TRADE_EXECUTED``, as broadcast and as read back later.
+
+    Built without validation (``model_construct``): every trade is announced to its whole
+    environment, and the values come from a stored trade, integers already turned into text.
+    """
+    return protocol.TradeExecuted.model_construct(
+        trade=trade_view(trade),
+        newReserves=protocol.Reserves.model_construct(
+            sol=str(trade.virtual_sol_after), token=str(trade.virtual_token_after)
+        ),
+        environmentId=trade.environment_id,
+        sequence=trade.sequence,
+    )
 
 
 def environment_events(environment_id: str, after: int, upto: int) -> list[Event]:
@@ -115,11 +124,12 @@ def environment_sequences(environment_ids: list[str]) -> dict[str, int]:
     return dict(Environment.objects.filter(pk__in=environment_ids).values_list("id", "sequence"))
 
 
-def balance_view(position: Position) -> dict[str, str]:
-    return {"sol": str(position.sol_balance), "token": str(position.token_balance)}
+def balance_view(position: Position) -> protocol.Balance:
+    """A participant's balances: in ``ENVIRONMENT_STATE`` and on the trader's own trade copy."""
+    return protocol.Balance(sol=str(position.sol_balance), token=str(position.token_balance))
 
 
-def environment_state(environment: Environment, position: Position) -> dict[str, Any]:
+def environment_state(environment: Environment, position: Position) -> protocol.EnvironmentState:
     """``ENVIRONMENT_STATE`` for one participant: everything up to ``environment.sequence``.
 
     The history stops at the sequence read with the environment row, so the state and the
@@ -131,13 +141,14 @@ def environment_state(environment: Environment, position: Position) -> dict[str,
     chat = ChatMessage.objects.filter(
         environment=environment, hidden=False, sequence__lte=upto
     ).order_by("-sequence")
-    state = environment_summary(environment, participants=presence.backend().count(environment.id))
-    state["chatHistory"] = [chat_view(message) for message in reversed(chat[:HISTORY_SIZE])]
-    state["trades"] = [trade_view(trade) for trade in trades_recent(environment.id, upto=upto)]
-    state["balance"] = balance_view(position)
     market = market_snapshot(environment.token_mint)
-    state["marketPrice"] = market["price"] if market else None
-    return state
+    return protocol.EnvironmentState(
+        **_summary_fields(environment, participants=presence.backend().count(environment.id)),
+        chatHistory=[chat_view(message) for message in reversed(chat[:HISTORY_SIZE])],
+        trades=[trade_view(trade) for trade in trades_recent(environment.id, upto=upto)],
+        balance=balance_view(position),
+        marketPrice=market["price"] if market else None,
+    )
 
 
 def price_target(*, mint: str, environment_id: str | None) -> str:
@@ -166,16 +177,16 @@ def price_target(*, mint: str, environment_id: str | None) -> str:
     return latest
 
 
-def price_update(*, environment_id: str) -> dict[str, Any]:
+def price_update(*, environment_id: str) -> protocol.PriceUpdate:
     """The data of a ``PRICE_UPDATE`` for an environment's curve, as of now."""
     environment = Environment.objects.get(pk=environment_id)
     state = environment.curve
     now = timezone.now()
-    return {
-        "mintAddress": environment.token_mint,
-        "price": curve.format_price(state.spot_price),
-        "volume": str(volume_24h(environment.id, now=now)),
-        "timestamp": millis(now),
-        "environmentId": environment.id,
-        "marketCap": str(state.market_cap),
-    }
+    return protocol.PriceUpdate(
+        mintAddress=environment.token_mint,
+        price=curve.format_price(state.spot_price),
+        volume=str(volume_24h(environment.id, now=now)),
+        timestamp=millis(now),
+        environmentId=environment.id,
+        marketCap=str(state.market_cap),
+    )

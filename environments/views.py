@@ -11,10 +11,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+import protocol
 from environments.selectors import environment_get, environment_list, environment_summaries
 from environments.services import environment_create
 from idempotency.services import Replay
-from protocol import EnvironmentSummary, TradeView
 from protocol.errors import DomainError, ErrorCode
 from trading.selectors import trade_view, trades_page
 from wallets.auth import user_wallet
@@ -77,14 +77,14 @@ class PageQuery(serializers.Serializer[Any]):
 class EnvironmentPage(BaseModel):
     """A page of environments, newest first."""
 
-    results: list[EnvironmentSummary]
+    results: list[protocol.EnvironmentSummary]
     next: str | None
 
 
 class TradePage(BaseModel):
     """A page of trades, newest first; ``next`` continues with older ones."""
 
-    results: list[TradeView]
+    results: list[protocol.TradeView]
     next: str | None
 
 
@@ -116,13 +116,14 @@ class EnvironmentListView(APIView):
             next_url = request.build_absolute_uri(
                 f"{request.path}?offset={offset + limit}&limit={limit}"
             )
-        return Response({"results": environment_summaries(page), "next": next_url})
+        results = [protocol.dump(summary) for summary in environment_summaries(page)]
+        return Response({"results": results, "next": next_url})
 
     @extend_schema(
         operation_id="environments_launch",
         request=LaunchRequest,
         parameters=[IDEMPOTENCY_KEY],
-        responses={201: EnvironmentSummary, 200: EnvironmentSummary},
+        responses={201: protocol.EnvironmentSummary, 200: protocol.EnvironmentSummary},
     )
     def post(self, request: Request) -> Response:
         body = LaunchRequest(data=request.data)
@@ -142,19 +143,19 @@ class EnvironmentListView(APIView):
                     ErrorCode.ENVIRONMENT_NOT_FOUND, "environment not found"
                 ) from None
             (summary,) = environment_summaries([original])
-            return Response(summary, headers={"Idempotent-Replayed": "true"})
+            return Response(protocol.dump(summary), headers={"Idempotent-Replayed": "true"})
         (summary,) = environment_summaries([environment])
-        return Response(summary, status=status.HTTP_201_CREATED)
+        return Response(protocol.dump(summary), status=status.HTTP_201_CREATED)
 
 
 class EnvironmentDetailView(APIView):
-    @extend_schema(operation_id="environments_retrieve", responses=EnvironmentSummary)
+    @extend_schema(operation_id="environments_retrieve", responses=protocol.EnvironmentSummary)
     def get(self, request: Request, environment_id: str) -> Response:
         environment = environment_get(environment_id)
         if environment is None:
             raise DomainError(ErrorCode.ENVIRONMENT_NOT_FOUND, "environment not found")
         (summary,) = environment_summaries([environment])
-        return Response(summary)
+        return Response(protocol.dump(summary))
 
 
 class TradeListView(APIView):
@@ -182,4 +183,5 @@ class TradeListView(APIView):
             next_url = request.build_absolute_uri(
                 f"{request.path}?before={trades[-1].sequence}&limit={limit}"
             )
-        return Response({"results": [trade_view(trade) for trade in trades], "next": next_url})
+        results = [protocol.dump(trade_view(trade)) for trade in trades]
+        return Response({"results": results, "next": next_url})

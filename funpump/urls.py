@@ -29,5 +29,6 @@ urlpatterns = [
     path("api/health/ready", views.ReadinessView.as_view(), name="health-ready"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/protocol.json", views.protocol_schema, name="protocol-schema"),
+    path("api/asyncapi.json", views.asyncapi, name="asyncapi"),
     path("metrics", metrics_view, name="metrics"),
 ]

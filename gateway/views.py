@@ -180,6 +180,11 @@ def protocol_schema(request: HttpRequest) -> JsonResponse:
     return JsonResponse(protocol.json_schema())
 
 
+def asyncapi(request: HttpRequest) -> JsonResponse:
+    """The AsyncAPI 3.0 document of ``/ws``, generated from ``protocol``."""
+    return JsonResponse(protocol.asyncapi())
+
+
 def room(request: HttpRequest) -> HttpResponse:
-    """The trading-room page."""
-    return render(request, "room.html")
+    """The trading-room page, with the protocol's names and limits for its script to read."""
+    return render(request, "room.html", {"protocol": protocol.page_constants()})

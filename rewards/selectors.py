@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import Sum
 
+import protocol
 from environments.models import Environment
 from kernel.clock import millis
 from rewards.models import Claim, RewardAccount, RewardEntry, RewardTier
@@ -13,20 +14,20 @@ from rewards.services import tier_of
 from trading.models import Trade
 
 
-def reward_view(wallet: str) -> dict[str, Any]:
-    """``{tier, unclaimedRewards, totalLaunches, totalVolume}`` for ``wallet`` now."""
+def reward_view(wallet: str) -> protocol.RewardUpdate:
+    """``REWARD_UPDATE`` for ``wallet`` now: its tier, unclaimed rewards and totals."""
     launches = Environment.objects.filter(launched_by=wallet).count()
     volume = int(
         Trade.objects.filter(wallet=wallet).aggregate(total=Sum("sol_amount"))["total"] or 0
     )
     account = RewardAccount.objects.filter(wallet=wallet).first()
     tiers = list(RewardTier.objects.order_by("min_launches", "min_volume"))
-    return {
-        "tier": tier_of(launches=launches, volume=volume, tiers=tiers).name or None,
-        "unclaimedRewards": str(account.unclaimed if account else 0),
-        "totalLaunches": launches,
-        "totalVolume": str(volume),
-    }
+    return protocol.RewardUpdate(
+        tier=tier_of(launches=launches, volume=volume, tiers=tiers).name or None,
+        unclaimedRewards=str(account.unclaimed if account else 0),
+        totalLaunches=launches,
+        totalVolume=str(volume),
+    )
 
 
 def reward_history(wallet: str, *, limit: int = 50) -> dict[str, Any]:

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.db import transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 
+import protocol
 from environments.models import Environment
 from idempotency.models import Receipt
 from idempotency.services import receipt_answer, request_key, run_once
@@ -186,7 +186,7 @@ def _credit(earned: dict[str, int]) -> None:
 @dataclass(frozen=True, slots=True)
 class ClaimResult:
     claim: Claim
-    answer: dict[str, Any]  # the wallet's REWARD_UPDATE right after the claim
+    answer: protocol.RewardUpdate  # the wallet's REWARD_UPDATE right after the claim
 
 
 def claim_rewards(
@@ -214,7 +214,7 @@ def claim_rewards(
         account.save(update_fields=["claimed", "unclaimed", "updated_at"])
         touch_on_commit(rewards_key(wallet))
         answer = reward_view(wallet)
-        receipt_answer(receipt, answer)
+        receipt_answer(receipt, protocol.dump(answer))
         return ClaimResult(claim=record, answer=answer)
 
     return run_once(key, claim)

@@ -7,8 +7,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+import protocol
 from environments.views import IsWallet
-from protocol import RewardUpdate
 from rewards.selectors import reward_history, reward_view
 from wallets.auth import user_wallet
 
@@ -18,8 +18,8 @@ class MyRewardsView(APIView):
 
     permission_classes = [IsWallet]
 
-    @extend_schema(operation_id="rewards_me", responses=RewardUpdate)
+    @extend_schema(operation_id="rewards_me", responses=protocol.RewardUpdate)
     def get(self, request: Request) -> Response:
         wallet = user_wallet(request.user)
         assert wallet is not None
-        return Response({**reward_view(wallet), **reward_history(wallet)})
+        return Response({**protocol.dump(reward_view(wallet)), **reward_history(wallet)})

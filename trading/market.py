@@ -24,6 +24,7 @@ from typing import Any
 import websockets
 from django.core.cache import cache
 
+import protocol
 from environments import presence
 from kernel.breaker import redis_breaker
 from trading import curve
@@ -108,7 +109,8 @@ class MarketBook:
         return self.update(tick.mint, now_ms=tick.timestamp_ms) or {}
 
     def update(self, mint: str, *, now_ms: int) -> dict[str, Any] | None:
-        """The mint's ``PRICE_UPDATE`` data as of ``now_ms``, or None if it was never traded."""
+        """The mint's ``PRICE_UPDATE`` data as of ``now_ms`` (built from the protocol's model), or
+        None if it was never traded."""
         state = self._mints.get(mint)
         if state is None:
             return None
@@ -117,13 +119,15 @@ class MarketBook:
         reserves = curve.Curve(
             virtual_sol=state.tick.virtual_sol, virtual_token=state.tick.virtual_token
         )
-        return {
-            "mintAddress": mint,
-            "price": curve.format_price(reserves.spot_price),
-            "volume": str(state.volume),
-            "timestamp": now_ms,
-            "marketCap": str(reserves.market_cap),
-        }
+        update = protocol.PriceUpdate(
+            mintAddress=mint,
+            price=curve.format_price(reserves.spot_price),
+            volume=str(state.volume),
+            timestamp=now_ms,
+            marketCap=str(reserves.market_cap),
+        )
+        # Plain JSON values: the update crosses the channel layer and the cache as it is.
+        return protocol.dump(update)
 
 
 async def run_feed(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.db.models import QuerySet, Sum
 
+import protocol
 from kernel.clock import millis
 from trading import curve
 from trading.models import Trade, VolumeMinute
@@ -14,20 +14,24 @@ from trading.models import Trade, VolumeMinute
 VOLUME_WINDOW = timedelta(hours=24)
 
 
-def trade_view(trade: Trade) -> dict[str, Any]:
-    """The ``trade`` object of the protocol (seed fields plus id, sequence, amounts, fee)."""
-    return {
-        "userId": trade.wallet,
-        "amount": str(trade.amount),
-        "price": curve.format_price(trade.price),
-        "timestamp": millis(trade.created_at),
-        "isBuy": trade.is_buy,
-        "id": str(trade.pk),
-        "sequence": trade.sequence,
-        "solAmount": str(trade.sol_amount),
-        "tokenAmount": str(trade.token_amount),
-        "fee": str(trade.fee),
-    }
+def trade_view(trade: Trade) -> protocol.TradeView:
+    """The ``trade`` object of the protocol (seed fields plus id, sequence, amounts, fee).
+
+    Built without validation (``model_construct``): it goes out with every trade and in every
+    history, and a stored trade's values are already what the declaration allows.
+    """
+    return protocol.TradeView.model_construct(
+        userId=trade.wallet,
+        amount=str(trade.amount),
+        price=curve.format_price(trade.price),
+        timestamp=millis(trade.created_at),
+        isBuy=trade.is_buy,
+        id=str(trade.pk),
+        sequence=trade.sequence,
+        solAmount=str(trade.sol_amount),
+        tokenAmount=str(trade.token_amount),
+        fee=str(trade.fee),
+    )
 
 
 def trades_recent(environment_id: str, *, upto: int, limit: int = 50) -> list[Trade]:

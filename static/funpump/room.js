@@ -4,6 +4,8 @@
 
 const ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
 const $ = (id) => document.getElementById(id);
+// The protocol's names and limits, rendered into the page from its declaration (json_script).
+const PROTOCOL = JSON.parse($("protocol").textContent);
 let socket = null;
 let wallet = null;
 let joined = null;
@@ -402,8 +404,8 @@ function voiceHandle(message) {
       $("voice-intent").textContent = data.intent;
       const sure = Math.round(data.confidence * 100);
       $("voice-params").textContent = `${describe(data)} (${sure}% sure)`;
-      const confirmable = ["EXECUTE_TRADE", "CHAT", "CLAIM_REWARDS", "JOIN_ENVIRONMENT"];
-      voice.command = confirmable.includes(data.intent) ? data : null;
+      // Commands a message carries out can be confirmed; the others only ask for figures.
+      voice.command = Object.hasOwn(PROTOCOL.confirmedBy, data.intent) ? data : null;
       break;
     }
     case "VOICE_RESPONSE":

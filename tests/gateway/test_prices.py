@@ -93,7 +93,7 @@ async def test_rapid_trades_are_coalesced_and_the_last_update_is_final(environme
     updates = await drain(watcher, 0.4)
     assert 1 <= len(updates) < 20
     final = await sync_to_async(price_update)(environment_id=environment.id)
-    assert updates[-1]["data"]["price"] == final["price"]
+    assert updates[-1]["data"]["price"] == final.price
     total = sum(int(reply["data"]["trade"]["solAmount"]) for reply in replies)
     assert updates[-1]["data"]["volume"] == str(total)
     await watcher.disconnect()

@@ -1,18 +1,46 @@
-"""The published protocol: schema generated from the declarations, docs that name every message."""
-
-from pathlib import Path
+"""The published protocol: schema and docs generated from the declarations, and still current."""
 
 import pytest
 
 import protocol
+from protocol import docs
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+
+def test_the_message_tables_of_the_docs_are_current():
+    text = docs.DOCS.read_text(encoding="utf-8")
+    assert docs.render(text) == text, f"docs/protocol.md is stale: run `{docs.COMMAND}`"
 
 
-def test_every_declared_message_is_documented():
-    text = DOCS.read_text()
-    for name in [*protocol.CLIENT_MESSAGES, *protocol.SERVER_MESSAGES]:
-        assert f"`{name}`" in text, name
+def test_the_docs_have_a_generated_table_for_each_direction():
+    text = docs.DOCS.read_text(encoding="utf-8")
+    for name in docs.blocks():
+        assert f"<!-- generated: {name} -->" in text, name
+
+
+def test_the_tables_name_every_message_and_field():
+    tables = docs.blocks()
+    for name, model in protocol.CLIENT_MESSAGES.items():
+        assert f"| `{name}` |" in tables["client messages"], name
+        for field in model.model_fields:
+            assert f"`{field}`" in tables["client messages"], (name, field)
+    for name, model in protocol.SERVER_MESSAGES.items():
+        assert f"| `{name}` |" in tables["server messages"], name
+        for field in model.model_fields:
+            assert f"`{field}`" in tables["server messages"], (name, field)
+    assert "| `marketPrice` | string or null |" in tables["server messages"]
+
+
+def test_a_stale_table_is_rewritten_and_reported(tmp_path, monkeypatch, capsys):
+    page = tmp_path / "protocol.md"
+    page.write_text("Prose.\n<!-- generated: server messages -->\nold\n<!-- end generated -->\n")
+    monkeypatch.setattr(docs, "DOCS", page)
+    assert docs.main(["--check"]) == 1
+    assert docs.COMMAND in capsys.readouterr().err
+    assert docs.main([]) == 0
+    rewritten = page.read_text()
+    assert rewritten.startswith("Prose.\n") and "old" not in rewritten
+    assert "`VIRTUAL_TRADE_EXECUTED`" in rewritten
+    assert docs.main(["--check"]) == 0
 
 
 def test_the_schema_describes_both_directions():
