@@ -59,7 +59,7 @@ from django.db.migrations.executor import MigrationExecutor  # noqa: E402
 
 from environments.services import environment_create  # noqa: E402
 from trading.state import CurveConstants  # noqa: E402
-from wallets.auth import token_issue  # noqa: E402
+from wallets.services import token_issue  # noqa: E402
 
 OUT_DIR = ROOT / ".bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

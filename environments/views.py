@@ -17,7 +17,7 @@ from environments.services import environment_create
 from idempotency.services import Replay
 from protocol.errors import DomainError, ErrorCode
 from trading.selectors import trade_view, trades_page
-from wallets.auth import user_wallet
+from wallets.services import user_wallet
 
 MAX_PAGE = 200
 DEFAULT_PAGE = 50

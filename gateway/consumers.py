@@ -41,7 +41,7 @@ from rewards.selectors import reward_view
 from rewards.services import claim_rewards
 from trading.market import market_interest_add, market_interest_remove, market_snapshot
 from trading.services import trade_execute
-from wallets.auth import token_wallet, user_wallet
+from wallets.services import token_wallet, user_wallet
 
 logger = logging.getLogger(__name__)
 

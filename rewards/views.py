@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 import protocol
 from environments.views import IsWallet
 from rewards.selectors import reward_history, reward_view
-from wallets.auth import user_wallet
+from wallets.services import user_wallet
 
 
 class MyRewardsView(APIView):

@@ -25,7 +25,7 @@ from rewards.models import RewardTier
 from trading.models import Trade
 from trading.services import TradeResult, trade_execute
 from trading.state import CurveConstants
-from wallets.auth import token_issue
+from wallets.services import token_issue
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # Wallets of the service tests (environments' and trading's), which need no real keys.

@@ -8,7 +8,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from wallets.auth import token_wallet, wallet_user
+from wallets.services import token_wallet, wallet_user
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from kernel.clock import millis
 from protocol.errors import ErrorCode
-from wallets.auth import (
+from wallets.services import (
     AuthFailed,
     challenge_create,
     challenge_verify,

@@ -16,7 +16,7 @@ from environments.services import environment_create
 from gateway.client import FunPumpClient, wallet_of
 from tests.e2e.conftest import database_url, free_port
 from trading.models import Trade
-from wallets.auth import token_issue
+from wallets.services import token_issue
 
 pytestmark = pytest.mark.asyncio
 

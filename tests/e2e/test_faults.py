@@ -31,7 +31,7 @@ from kernel import realtime
 from tests.conftest import require
 from tests.e2e.conftest import free_port
 from trading.models import Trade
-from wallets.auth import token_issue
+from wallets.services import token_issue
 
 pytestmark = pytest.mark.asyncio
 

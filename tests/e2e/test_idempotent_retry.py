@@ -19,7 +19,7 @@ from nacl.signing import SigningKey
 from environments.services import environment_create
 from gateway.client import wallet_of
 from trading.models import Trade
-from wallets.auth import token_issue
+from wallets.services import token_issue
 
 pytestmark = pytest.mark.asyncio
 

@@ -13,7 +13,7 @@ from nacl.signing import SigningKey
 from environments.models import Environment
 from environments.services import environment_create
 from gateway.client import FunPumpClient, wallet_of
-from wallets.auth import token_issue
+from wallets.services import token_issue
 
 pytestmark = pytest.mark.asyncio
 

@@ -18,7 +18,7 @@ from environments.services import environment_create, generate_mint
 from gateway.client import FunPumpClient, wallet_of
 from tests.e2e.conftest import ROOT, database_url
 from tests.trading.test_market import trade_message
-from wallets.auth import token_issue
+from wallets.services import token_issue
 
 pytestmark = pytest.mark.asyncio
 

@@ -15,7 +15,7 @@ from nacl.signing import SigningKey
 from environments.services import environment_create
 from gateway.client import FunPumpClient, wallet_of
 from tests.e2e.conftest import ROOT, database_url
-from wallets.auth import token_issue
+from wallets.services import token_issue
 
 pytestmark = pytest.mark.asyncio
 

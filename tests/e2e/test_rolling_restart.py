@@ -30,7 +30,7 @@ from gateway.client import FunPumpClient, wallet_of
 from tests.e2e.conftest import Server, database_url
 from tests.e2e.test_page import browser_page, off_loop, wait_for_text
 from trading.models import Trade
-from wallets.auth import token_issue
+from wallets.services import token_issue
 
 __all__ = ["browser_page"]  # the fixture, shared with the page's tests
 

@@ -19,7 +19,7 @@ from environments.models import ChatMessage, Environment, Position
 from environments.services import environment_create
 from gateway.client import FunPumpClient, sign_in, wallet_of
 from trading.models import Trade
-from wallets.auth import token_issue
+from wallets.services import token_issue
 
 pytestmark = pytest.mark.asyncio
 

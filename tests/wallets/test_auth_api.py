@@ -18,8 +18,8 @@ from nacl.signing import SigningKey
 
 from environments.models import Environment
 from tests.conftest import Wallet
-from wallets.auth import TOKEN_SALT, token_issue
 from wallets.models import AuthChallenge
+from wallets.services import TOKEN_SALT, token_issue
 
 pytestmark = pytest.mark.django_db
 

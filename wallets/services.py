@@ -24,7 +24,8 @@ from kernel.clock import millis
 from protocol.addresses import is_public_key
 from wallets.models import AuthChallenge
 
-TOKEN_SALT = "wallets.auth.token"  # noqa: S105 (a namespace, not a secret)
+# A namespace, not a secret; unchanged since sign-in moved here, so issued tokens stay valid.
+TOKEN_SALT = "funpump.auth.token"  # noqa: S105
 
 
 class AuthFailed(Exception):
