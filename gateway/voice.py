@@ -127,6 +127,8 @@ class VoiceHandlers:
             return
         frame = payload.get("frame")
         if isinstance(frame, str):
+            if isinstance(self.voice, RemoteRunner):
+                self.voice.heard(frame)  # the worker is alive; a final answers a waiting end
             self.push(frame)
         elif payload.get("ended"):
             self.closing_voice = asyncio.ensure_future(self._voice_stop(reason=None))

@@ -19,17 +19,21 @@ back to the session's socket through the signal bus (``kernel.realtime.signal`` 
   past that the client is told to slow down (``RATE_LIMITED``). A full layer channel is waited
   out, never dropped: the session's queue fills meanwhile. The worker's runner bounds its own
   queue the same way.
-* **Answers.** Every ``VOICE_AUDIO_END`` is answered: by the worker's final, or, when it could not
-  be handed to the worker, by an ``INTERNAL_ERROR`` carrying its ``requestId``.
+* **Answers.** Every ``VOICE_AUDIO_END`` is answered: by the worker's final, or by an
+  ``INTERNAL_ERROR`` carrying its ``requestId`` when it could not be handed to the worker, or
+  when the worker goes silent (``ANSWER_WAIT`` seconds without a frame while an end waits for
+  its final: the worker died or lost the session).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 from channels.consumer import AsyncConsumer
@@ -60,6 +64,10 @@ CHUNK_BYTES = 16_000  # half a second of audio per layer message, far below any 
 PING_EVERY = 0.5  # seconds a ping waits for its answer before the next one
 FULL_RETRY = 0.05  # seconds before a message for a full channel is offered again
 SEND_TIMEOUT = 5.0  # seconds a message waits for room in a full channel before it is given up
+# Seconds without any frame from the worker while a VOICE_AUDIO_END waits for its final, after
+# which the worker is taken for lost. Recognition sends interims as it goes and answers an end
+# within about a second of reaching it, so this is generous even behind a full queue.
+ANSWER_WAIT = 30.0
 
 
 def _layer() -> BaseChannelLayer:
@@ -116,6 +124,11 @@ class RemoteRunner:
         )
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=QUEUE_LIMIT)
         self.task: asyncio.Task[None] | None = None
+        # The requestIds of the VOICE_AUDIO_ENDs sent whose final has not come back, in order
+        # (the worker answers a session's ends in order), and the timer that gives up on them.
+        self.unanswered: deque[str | None] = deque()
+        self.silence: asyncio.TimerHandle | None = None
+        self.answering: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         """Open the session on the worker, before any of its audio."""
@@ -149,9 +162,50 @@ class RemoteRunner:
             raise too_fast(
                 self.session.id, "audio is queued faster than it is recognised"
             ) from None
+        self.unanswered.append(request_id)
+        if self.silence is None:
+            self._wait_for_worker()
+
+    def heard(self, frame: str) -> None:
+        """A frame of this session came back from the worker: it is alive, and a final (or an
+        error answering an end) answers the oldest end still waiting."""
+        if not self.unanswered:
+            return
+        message = json.loads(frame)
+        data = message.get("data") or {}
+        kind = message.get("type")
+        answers_end = (kind == "VOICE_TRANSCRIPTION" and data.get("isFinal")) or (
+            kind == "ERROR" and message.get("requestId") is not None
+        )
+        if answers_end:
+            self.unanswered.popleft()
+        self._wait_for_worker()
+
+    def _wait_for_worker(self) -> None:
+        if self.silence is not None:
+            self.silence.cancel()
+            self.silence = None
+        if self.unanswered:
+            loop = asyncio.get_running_loop()
+            self.silence = loop.call_later(ANSWER_WAIT, self._worker_lost)
+
+    def _worker_lost(self) -> None:
+        """Nothing came back for ``ANSWER_WAIT`` seconds: answer every waiting end."""
+        self.silence = None
+        logger.warning("speech worker of session %s went silent", self.session.id)
+        error = DomainError(ErrorCode.INTERNAL_ERROR, "the speech worker did not answer")
+        while self.unanswered:
+            sent = self.deliver(protocol.error_frame(error, self.unanswered.popleft()))
+            if sent is not None:
+                answer = asyncio.ensure_future(sent)
+                self.answering.add(answer)
+                answer.add_done_callback(self.answering.discard)
 
     async def close(self) -> None:
         """Stop forwarding and end the session on the worker; what is still queued is dropped."""
+        if self.silence is not None:
+            self.silence.cancel()
+            self.silence = None
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
@@ -171,6 +225,9 @@ class RemoteRunner:
             except Exception:
                 logger.exception("forwarding audio of session %s failed", self.session.id)
                 if message["type"] == "speech.end":  # every VOICE_AUDIO_END gets its answer
+                    if message["requestId"] in self.unanswered:
+                        self.unanswered.remove(message["requestId"])
+                        self._wait_for_worker()
                     error = DomainError(ErrorCode.INTERNAL_ERROR, "internal error")
                     sent = self.deliver(protocol.error_frame(error, message["requestId"]))
                     if sent is not None:

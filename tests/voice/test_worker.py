@@ -77,3 +77,44 @@ async def test_an_end_that_cannot_be_forwarded_is_still_answered(monkeypatch):
         "requestId": "r1",
     }
     await runner.close()
+
+
+async def test_ends_are_answered_when_the_worker_goes_silent(monkeypatch):
+    monkeypatch.setattr(worker, "ANSWER_WAIT", 0.2)
+    delivered: list[str] = []
+    runner, _ = await runner_for(delivered)
+    await runner.start()
+    runner.end_utterance("r1")
+    runner.end_utterance("r2")
+    # The worker answers the first end, then dies before the second.
+    final = {"type": "VOICE_TRANSCRIPTION", "requestId": "r1"}
+    final["data"] = {"text": "buy two sol", "isFinal": True, "sessionId": "vs_test"}
+    runner.heard(json.dumps(final))
+    await asyncio.sleep(0.1)
+    assert delivered == []  # still within the wait
+    await asyncio.sleep(0.3)
+    [frame] = delivered
+    assert json.loads(frame) == {
+        "type": "ERROR",
+        "data": {"code": "INTERNAL_ERROR", "message": "the speech worker did not answer"},
+        "requestId": "r2",
+    }
+    await runner.close()
+
+
+async def test_a_worker_that_keeps_talking_is_waited_for(monkeypatch):
+    monkeypatch.setattr(worker, "ANSWER_WAIT", 0.2)
+    delivered: list[str] = []
+    runner, _ = await runner_for(delivered)
+    await runner.start()
+    runner.end_utterance("r1")
+    interim = {"type": "VOICE_TRANSCRIPTION", "data": {"text": "buy", "isFinal": False}}
+    for _ in range(4):  # interims keep coming while the queue is worked through
+        await asyncio.sleep(0.1)
+        runner.heard(json.dumps(interim))
+    final = {"type": "VOICE_TRANSCRIPTION", "data": {"text": "buy two", "isFinal": True}}
+    runner.heard(json.dumps({**final, "requestId": "r1"}))
+    await asyncio.sleep(0.3)
+    assert delivered == []
+    assert not runner.unanswered
+    await runner.close()
