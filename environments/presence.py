@@ -1,11 +1,19 @@
 """Who is in which environment right now, across every server process.
 
 A participant is a wallet with at least one connection joined to the environment. With
-``REDIS_URL`` set the entries live in Redis (one sorted set per environment, scored by expiry),
-so counts are right across processes. Each process refreshes the entries of its own connections
-from a background thread every ``REFRESH_EVERY`` seconds; a crashed process's entries expire on
-their own after ``ENTRY_TTL``. Without Redis, one process is all there is and a
-dictionary suffices.
+``REDIS_URL`` set the entries live in Redis, so counts are right across processes:
+
+- ``<prefix>:present:<environment>:<wallet>``, a sorted set of the wallet's connections there,
+  each scored by its expiry;
+- ``<prefix>:present:<environment>``, a sorted set of the wallets, each scored by the latest
+  expiry among its connections. A count is one ``ZCOUNT`` of the scores still ahead (a
+  logarithmic lookup, whatever the size of the room), never a read of the set.
+
+Joins and leaves keep the two in step in one script each. Each process refreshes the entries of
+its own connections from a background thread every ``REFRESH_EVERY`` seconds; a crashed
+process's connections stop being refreshed, so their scores (and a wallet's, once it has no
+other connection) fall behind the clock after ``ENTRY_TTL`` and stop counting. Without Redis,
+one process is all there is and a dictionary suffices.
 
 While Redis is down (the shared breaker of :mod:`kernel.breaker` is open) nothing waits on it:
 joins and leaves change only this process's own entries, and counts are this process's own
@@ -21,26 +29,51 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 import redis
 from django.conf import settings
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from kernel import redis as shared_redis
 from kernel.breaker import Breaker, redis_breaker
 
 logger = logging.getLogger(__name__)
 
 ENTRY_TTL = 120  # seconds an entry lives without a refresh
 REFRESH_EVERY = 30
-REDIS_TIMEOUT = 0.5  # a presence command takes well under a millisecond; slower means trouble
 
 T = TypeVar("T")
 
+# KEYS: the environment's wallets, the wallet's connections there. ARGV: now (ms), expiry (ms),
+# key lifetime (ms), connection, wallet. Marks the connection present (or extends it) and
+# returns the environment's participants.
+_ENTER = """
+local now, expiry, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZADD', KEYS[2], expiry, ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('ZADD', KEYS[1], 'GT', expiry, ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PEXPIRE', KEYS[1], ttl)
+return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+"""
+
+# The same keys; ARGV: now (ms), connection, wallet. The wallet stays, scored by its latest
+# remaining connection, while it has one; else it leaves.
+_LEAVE = """
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+local latest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+if latest[2] then
+    redis.call('ZADD', KEYS[1], latest[2], ARGV[3])
+else
+    redis.call('ZREM', KEYS[1], ARGV[3])
+end
+return 0
+"""
+
 
 class Presence(Protocol):
-    def add(self, environment_id: str, connection: str, wallet: str) -> None: ...
+    def add(self, environment_id: str, connection: str, wallet: str) -> int: ...
     def remove(self, environment_id: str, connection: str, wallet: str) -> None: ...
     def refresh(self, entries: Iterable[tuple[str, str, str]]) -> None: ...
     def count(self, environment_id: str) -> int: ...
@@ -55,9 +88,11 @@ class LocalPresence:
         self._lock = threading.Lock()
         self._entries: dict[str, dict[str, str]] = defaultdict(dict)
 
-    def add(self, environment_id: str, connection: str, wallet: str) -> None:
+    def add(self, environment_id: str, connection: str, wallet: str) -> int:
+        """Mark ``connection`` of ``wallet`` present; return the participants now."""
         with self._lock:
             self._entries[environment_id][connection] = wallet
+        return self.count(environment_id)
 
     def remove(self, environment_id: str, connection: str, wallet: str) -> None:
         with self._lock:
@@ -90,15 +125,9 @@ class RedisPresence:
     """
 
     def __init__(self, url: str, prefix: str, breaker: Breaker = redis_breaker) -> None:
-        # One immediate retry covers a pooled connection left stale by a Redis restart;
-        # redis-py's default (10 retries with backoff) would hold a join for seconds.
-        self._redis = redis.Redis.from_url(
-            url,
-            socket_timeout=REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT,
-            retry=Retry(NoBackoff(), 1),
-            max_connections=200,
-        )
+        self._redis = shared_redis.sync_client(url)
+        self._enter = self._redis.register_script(_ENTER)
+        self._leave = self._redis.register_script(_LEAVE)
         self._prefix = prefix
         self._breaker = breaker
         self._own: set[tuple[str, str, str]] = set()  # this process's live entries
@@ -119,6 +148,9 @@ class RedisPresence:
         with self._own_lock:
             return list(self._own)
 
+    def _own_count(self, environment_id: str) -> int:
+        return len({w for e, _c, w in self._own_entries() if e == environment_id})
+
     def _shared(self, call: Callable[[], T], fallback: T) -> T:
         """``call()`` on Redis unless the breaker says it is down; ``fallback`` if it fails."""
         if not self._breaker.should_try():
@@ -131,10 +163,16 @@ class RedisPresence:
         self._breaker.succeeded()
         return result
 
-    def _key(self, environment_id: str) -> str:
-        return f"{self._prefix}:presence:{environment_id}"
+    def _keys(self, environment_id: str, wallet: str) -> list[str]:
+        wallets = self._wallets_key(environment_id)
+        return [wallets, f"{wallets}:{wallet}"]
 
-    def add(self, environment_id: str, connection: str, wallet: str) -> None:
+    def _wallets_key(self, environment_id: str) -> str:
+        return f"{self._prefix}:present:{environment_id}"
+
+    def add(self, environment_id: str, connection: str, wallet: str) -> int:
+        """Mark ``connection`` of ``wallet`` present; return the participants now (one round
+        trip)."""
         with self._own_lock:
             self._own.add((environment_id, connection, wallet))
             if self._refresher is None:
@@ -142,60 +180,73 @@ class RedisPresence:
                     target=self._keep_fresh, name="presence-refresh", daemon=True
                 )
                 self._refresher.start()
-        self._shared(lambda: self.refresh([(environment_id, connection, wallet)]), None)
+        now = _now_ms()
+        count = self._shared(
+            lambda: self._enter(
+                keys=self._keys(environment_id, wallet),
+                args=[now, now + ENTRY_TTL * 1000, ENTRY_TTL * 2000, connection, wallet],
+                client=self._redis,
+            ),
+            None,
+        )
+        return self._own_count(environment_id) if count is None else int(count)
 
     def remove(self, environment_id: str, connection: str, wallet: str) -> None:
         with self._own_lock:
             self._own.discard((environment_id, connection, wallet))
         self._shared(
-            lambda: self._redis.zrem(self._key(environment_id), f"{connection}|{wallet}"), None
+            lambda: self._leave(
+                keys=self._keys(environment_id, wallet),
+                args=[_now_ms(), connection, wallet],
+                client=self._redis,
+            ),
+            None,
         )
 
     def refresh(self, entries: Iterable[tuple[str, str, str]]) -> None:
-        expiry = time.time() + ENTRY_TTL
+        now = _now_ms()
+        args = [now, now + ENTRY_TTL * 1000, ENTRY_TTL * 2000]
         pipe = self._redis.pipeline(transaction=False)
         for environment_id, connection, wallet in entries:
-            key = self._key(environment_id)
-            pipe.zadd(key, {f"{connection}|{wallet}": expiry})
-            pipe.expire(key, ENTRY_TTL * 2)
+            self._enter(
+                keys=self._keys(environment_id, wallet),
+                args=[*args, connection, wallet],
+                client=pipe,
+            )
         pipe.execute()
 
     def count(self, environment_id: str) -> int:
         return self.counts([environment_id])[environment_id]
 
     def counts(self, environment_ids: list[str]) -> dict[str, int]:
+        """Each environment's participants, in one round trip."""
         if not environment_ids:
             return {}
-        members = self._members(environment_ids)
-        return {environment_id: len(members[environment_id]) for environment_id in environment_ids}
+        shared = self._shared(lambda: self._counted(environment_ids), None)
+        if shared is not None:
+            return shared
+        return {
+            environment_id: self._own_count(environment_id) for environment_id in environment_ids
+        }
+
+    def _counted(self, environment_ids: list[str]) -> dict[str, int]:
+        live = f"({_now_ms()}"
+        pipe = self._redis.pipeline(transaction=False)
+        for environment_id in environment_ids:
+            pipe.zcount(self._wallets_key(environment_id), live, "+inf")
+        return dict(zip(environment_ids, pipe.execute(), strict=True))
 
     def members(self, environment_id: str) -> set[str]:
         """The distinct wallets (or other member names) present under ``environment_id``."""
-        return self._members([environment_id])[environment_id]
-
-    def _members(self, environment_ids: list[str]) -> dict[str, set[str]]:
-        shared = self._shared(lambda: self._live_members(environment_ids), None)
+        key = self._wallets_key(environment_id)
+        shared = self._shared(lambda: self._redis.zrangebyscore(key, f"({_now_ms()}", "+inf"), None)
         if shared is not None:
-            return shared
-        own = self._own_entries()
-        return {
-            environment_id: {w for e, _c, w in own if e == environment_id}
-            for environment_id in environment_ids
-        }
+            return {member.decode() for member in cast(list[bytes], shared)}
+        return {w for e, _c, w in self._own_entries() if e == environment_id}
 
-    def _live_members(self, environment_ids: list[str]) -> dict[str, set[str]]:
-        """Drop expired entries, then read each key's distinct member names, in one round trip."""
-        now = time.time()
-        pipe = self._redis.pipeline(transaction=False)
-        for environment_id in environment_ids:
-            key = self._key(environment_id)
-            pipe.zremrangebyscore(key, "-inf", now)
-            pipe.zrange(key, 0, -1)
-        replies = pipe.execute()
-        return {
-            environment_id: {entry.rsplit(b"|", 1)[1].decode() for entry in replies[index * 2 + 1]}
-            for index, environment_id in enumerate(environment_ids)
-        }
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 @functools.cache

@@ -129,11 +129,14 @@ def balance_view(position: Position) -> protocol.Balance:
     return protocol.Balance(sol=str(position.sol_balance), token=str(position.token_balance))
 
 
-def environment_state(environment: Environment, position: Position) -> protocol.EnvironmentState:
+def environment_state(
+    environment: Environment, position: Position, *, participants: int | None = None
+) -> protocol.EnvironmentState:
     """``ENVIRONMENT_STATE`` for one participant: everything up to ``environment.sequence``.
 
     The history stops at the sequence read with the environment row, so the state and the
-    broadcasts that follow it never overlap.
+    broadcasts that follow it never overlap. ``participants``: the count when the caller has it
+    already (a join gets it from marking the wallet present), else it is read.
     """
     # Filtering on the sequence keeps events committed after the row was read out of the state:
     # the member receives those as broadcasts instead.
@@ -143,7 +146,12 @@ def environment_state(environment: Environment, position: Position) -> protocol.
     ).order_by("-sequence")
     market = market_snapshot(environment.token_mint)
     return protocol.EnvironmentState(
-        **_summary_fields(environment, participants=presence.backend().count(environment.id)),
+        **_summary_fields(
+            environment,
+            participants=presence.backend().count(environment.id)
+            if participants is None
+            else participants,
+        ),
         chatHistory=[chat_view(message) for message in reversed(chat[:HISTORY_SIZE])],
         trades=[trade_view(trade) for trade in trades_recent(environment.id, upto=upto)],
         balance=balance_view(position),

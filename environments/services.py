@@ -183,8 +183,8 @@ def participant_enter(
     """Join for one connection: open the position if needed, mark the wallet present, and
     return its ``ENVIRONMENT_STATE``."""
     environment, position = environment_join(environment_id=environment_id, wallet=wallet)
-    presence.backend().add(environment.id, connection, wallet)
-    return environment_state(environment, position)
+    participants = presence.backend().add(environment.id, connection, wallet)
+    return environment_state(environment, position, participants=participants)
 
 
 def participant_leave(*, environment_ids: list[str], wallet: str, connection: str) -> None:

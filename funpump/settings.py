@@ -14,7 +14,6 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 # Lets admin and DRF classes be subscripted for the type checker (ModelAdmin[Environment]).
 django_stubs_ext.monkeypatch()
@@ -124,10 +123,13 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis on a blocking pool (kernel/redis.py), its connections named by process.
+            "BACKEND": "kernel.redis.RedisChannelLayer",
             "CONFIG": {
                 # redis-py 8 defaults to a 5 s socket timeout, the same as the layer's blocking
-                # receive, and a pool of 100: give the receive loop room and bursts connections.
+                # receive: give the receive loop room. The pool is bounded: the hub's receive
+                # holds one connection, its publisher and group changes share the rest, and a
+                # call that finds them all busy waits up to `timeout` seconds for one.
                 # Its default retries (10, with backoff) hold each call about 2 s while Redis is
                 # down: retry once at once (a pooled connection left stale by a restart) and let
                 # the hub fall back to the database instead (kernel/realtime/hub.py).
@@ -137,7 +139,8 @@ if REDIS_URL:
                         "socket_timeout": 30,
                         "socket_connect_timeout": 1,
                         "retry": AsyncRetry(NoBackoff(), 1),
-                        "max_connections": 1000,
+                        "max_connections": 8,
+                        "timeout": 2,
                     }
                 ],
                 "prefix": env.str("FUNPUMP_REDIS_PREFIX", default="funpump"),
@@ -151,12 +154,9 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("FUNPUMP_REDIS_PREFIX", default="funpump"),
-            # Fail fast while Redis is down (joins read the market snapshot from the cache).
-            "OPTIONS": {
-                "socket_timeout": 0.5,
-                "socket_connect_timeout": 0.5,
-                "retry": Retry(NoBackoff(), 1),
-            },
+            # The sign-in throttle's counts: on the process's bounded pool, with its short
+            # timeouts (kernel/redis.py), not a pool per async context.
+            "OPTIONS": {"pool_class": "kernel.redis.SharedCachePool"},
         }
     }
 else:

@@ -8,7 +8,6 @@ from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import redis.asyncio
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
@@ -19,6 +18,7 @@ from rest_framework import status
 
 import protocol
 from kernel import lifecycle
+from kernel import redis as shared_redis
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +42,8 @@ def _database_ping() -> None:
 
 
 async def _redis_ping() -> None:
-    client = redis.asyncio.Redis.from_url(
-        settings.REDIS_URL, socket_timeout=HEALTH_TIMEOUT, socket_connect_timeout=HEALTH_TIMEOUT
-    )
-    try:
-        await client.ping()
-    finally:
-        await client.aclose()
+    # On the process's pool (kernel/redis.py): a load balancer's poll opens no connection.
+    await shared_redis.async_client(settings.REDIS_URL).ping()
 
 
 async def _check(name: str, probe: Awaitable[Any]) -> str:

@@ -16,9 +16,12 @@ from collections.abc import Callable
 
 from redis import exceptions as redis_errors
 
+from kernel.redis import Congested
+
 logger = logging.getLogger(__name__)
 
 COOLDOWN = 1.0  # seconds between attempts while Redis is down
+CONGESTION_LOG_EVERY = 60.0  # seconds between warnings that calls wait on each other
 # What says "Redis is not answering"; any other error is a bug in the call, not an outage.
 UNAVAILABLE = (OSError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError)
 
@@ -33,6 +36,7 @@ class Breaker:
         self._down_since: float | None = None
         self._next_try = 0.0
         self._recovery: list[Callable[[], None]] = []
+        self._congestion_quiet_until = 0.0
         self.outages = 0  # outages seen by this process (observability and tests)
 
     @property
@@ -53,9 +57,14 @@ class Breaker:
     def failed(self, exc: BaseException) -> None:
         """A call failed: open the breaker; the first failure of an outage is logged.
 
-        Only a failure to reach the dependency opens it; any other error (a bad argument, a
-        script error) is logged with its traceback and leaves the breaker as it is.
+        Only a failure to reach the dependency opens it. A call that found every pooled
+        connection busy (:class:`kernel.redis.Congested`) leaves it closed, with a warning at most
+        once a minute; any other error (a bad argument, a script error) is logged with its
+        traceback and leaves the breaker as it is.
         """
+        if isinstance(exc, Congested):
+            self._congested(exc)
+            return
         if not isinstance(exc, UNAVAILABLE):
             logger.error("%s call failed", self.name, exc_info=exc)
             return
@@ -70,6 +79,19 @@ class Breaker:
             "%s unavailable (%s); running on this process alone until it answers again",
             self.name,
             _describe(exc),
+        )
+
+    def _congested(self, exc: Congested) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._congestion_quiet_until:
+                return
+            self._congestion_quiet_until = now + CONGESTION_LOG_EVERY
+        logger.warning(
+            "%s calls are queueing in this process (%s); the ones that waited too long fell back "
+            "to what this process knows",
+            self.name,
+            exc,
         )
 
     def succeeded(self) -> None:

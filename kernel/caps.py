@@ -29,19 +29,16 @@ from collections import defaultdict, deque
 from collections.abc import Hashable
 from typing import Any
 
-import redis.asyncio as aioredis
 from django.conf import settings
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from kernel import redis as shared_redis
 from kernel.breaker import Breaker, redis_breaker
 
 logger = logging.getLogger(__name__)
 
 SLOT_TTL = 120  # seconds a connection's slot lives in Redis without a refresh
 REFRESH_EVERY = 30
-REDIS_TIMEOUT = 0.25  # one round trip; anything slower means Redis is in trouble
 
 # KEYS: one sorted set per owner; ARGV: now (ms), expiry (ms), ttl (ms), connection id, then one
 # cap per key. Takes a slot in every key, or in none: returns 0, or the 1-based index of the
@@ -114,7 +111,7 @@ class ConnectionSlots:
         self.breaker = breaker
         self.local: dict[str, set[str]] = defaultdict(set)
         self._lock = threading.Lock()
-        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._script: Any = None  # registered once; each call names the loop's client
         self._refreshers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
 
     async def take(self, connection: str, owners: list[tuple[str, int]]) -> str | None:
@@ -150,12 +147,15 @@ class ConnectionSlots:
 
     async def _take_shared(self, connection: str, owners: list[tuple[str, int]]) -> str | None:
         now = int(time.time() * 1000)
-        script = self._client()[1]
+        client = self._client()
+        if self._script is None:
+            self._script = client.register_script(_TAKE)
         index = int(
-            await script(
+            await self._script(
                 keys=[self._key(owner) for owner, _ in owners],
                 args=[now, now + SLOT_TTL * 1000, SLOT_TTL * 1000, connection]
                 + [cap for _, cap in owners],
+                client=client,
             )
         )
         return owners[index - 1][0] if index else None
@@ -172,7 +172,7 @@ class ConnectionSlots:
         if not owners or not self.url or not self.breaker.should_try():
             return
         try:
-            client = self._client()[0]
+            client = self._client()
             async with client.pipeline(transaction=False) as pipe:
                 for owner in owners:
                     pipe.zrem(self._key(owner), connection)
@@ -190,7 +190,7 @@ class ConnectionSlots:
             return
         expiry = int(time.time() * 1000) + SLOT_TTL * 1000
         try:
-            client = self._client()[0]
+            client = self._client()
             async with client.pipeline(transaction=False) as pipe:
                 for owner, connections in entries:
                     pipe.zadd(self._key(owner), dict.fromkeys(connections, expiry))
@@ -204,21 +204,9 @@ class ConnectionSlots:
     def _key(self, owner: str) -> str:
         return f"{self.prefix}:connections:{owner}"
 
-    def _client(self) -> tuple[Any, Any]:
-        loop = asyncio.get_running_loop()
-        pair = self._clients.get(loop)
-        if pair is None:
-            for old in [known for known in self._clients if known.is_closed()]:
-                del self._clients[old]
-            client = aioredis.Redis.from_url(
-                self.url,
-                socket_timeout=REDIS_TIMEOUT,
-                socket_connect_timeout=REDIS_TIMEOUT,
-                retry=Retry(NoBackoff(), 1),
-            )
-            pair = (client, client.register_script(_TAKE))
-            self._clients[loop] = pair
-        return pair
+    def _client(self) -> Any:
+        """The process's client for the running loop (kernel/redis.py)."""
+        return shared_redis.async_client(self.url)
 
     def _start_refresher(self) -> None:
         loop = asyncio.get_running_loop()

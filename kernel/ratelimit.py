@@ -13,7 +13,6 @@ tried again once per cool-down, with a short timeout.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import secrets
 import threading
@@ -22,18 +21,11 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 from django.conf import settings
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from kernel import redis as shared_redis
 from kernel.breaker import Breaker, redis_breaker
-
-# A check is one round trip of well under a millisecond: anything much slower means Redis is in
-# trouble, and the message is counted locally rather than kept waiting.
-REDIS_TIMEOUT = 0.5
-REDIS_CONNECT_TIMEOUT = 0.25
 
 # KEYS[1] window key; ARGV: now (ms), window (ms), limit, wanted, unique member prefix.
 # Returns {granted, retryAfterMs}.
@@ -119,34 +111,21 @@ class RedisLimiter:
         self.window_ms = int(window * 1000)
         self.breaker = breaker
         self.fallback = LocalLimiter(limit, window)
-        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._script: Any = None  # registered once; each call names the loop's client
 
     def _client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            for old in [known for known in self._clients if known.is_closed()]:
-                del self._clients[old]
-            # redis-py retries a failed command 10 times with backoff by default (about 2 s
-            # against a stopped server): one immediate retry covers a pooled connection that
-            # went stale when Redis restarted, and nothing more waits on a dead server.
-            client = aioredis.Redis.from_url(
-                self.url,
-                socket_timeout=REDIS_TIMEOUT,
-                socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
-                retry=Retry(NoBackoff(), 1),
-                max_connections=200,
-            )
-            self._clients[loop] = client.register_script(_SLIDING_WINDOW)
-        return self._clients[loop]
+        """The process's client for the running loop (kernel/redis.py)."""
+        return shared_redis.async_client(self.url)
 
     async def acquire(self, key: str, wanted: int = 1) -> Grant:
         if not self.breaker.should_try():
             return await self.fallback.acquire(key, wanted)
-        script = self._client()
+        client = self._client()
+        if self._script is None:
+            self._script = client.register_script(_SLIDING_WINDOW)
         now_ms = int(time.time() * 1000)
         try:
-            granted, retry = await script(
+            granted, retry = await self._script(
                 keys=[f"{self.prefix}:rate:{key}"],
                 args=[
                     now_ms,
@@ -155,6 +134,7 @@ class RedisLimiter:
                     wanted,
                     f"{now_ms}:{secrets.token_hex(6)}",
                 ],
+                client=client,
             )
         except (RedisError, OSError, TimeoutError) as exc:
             self.breaker.failed(exc)

@@ -22,10 +22,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import websockets
-from django.core.cache import cache
+from django.conf import settings
 
 import protocol
 from environments import presence
+from kernel import redis as shared_redis
 from kernel.breaker import redis_breaker
 from trading import curve
 
@@ -126,7 +127,7 @@ class MarketBook:
             timestamp=now_ms,
             marketCap=str(reserves.market_cap),
         )
-        # Plain JSON values: the update crosses the channel layer and the cache as it is.
+        # Plain JSON values: the update crosses the channel layer and Redis as it is.
         return protocol.dump(update)
 
 
@@ -196,7 +197,7 @@ SNAPSHOT_TTL = 24 * 3600
 
 
 def snapshot_key(mint: str) -> str:
-    return f"market:{mint}"
+    return f"{settings.FUNPUMP_REDIS_PREFIX}:market:{mint}"
 
 
 def market_interest_add(*, mint: str, connection: str) -> None:
@@ -213,14 +214,27 @@ def market_interest() -> set[str]:
     return presence.backend().members(MARKET_INTEREST)
 
 
+async def market_snapshot_store(update: dict[str, Any]) -> None:
+    """Keep ``update`` as its mint's latest, for the next joins and subscriptions (the feed
+    process, which needs Redis)."""
+    client = shared_redis.async_client(settings.REDIS_URL)
+    await client.set(snapshot_key(update["mintAddress"]), json.dumps(update), ex=SNAPSHOT_TTL)
+
+
 def market_snapshot(mint: str) -> dict[str, Any] | None:
-    """The feed's latest ``PRICE_UPDATE`` data for ``mint``, if it has seen a trade."""
+    """The feed's latest ``PRICE_UPDATE`` data for ``mint``, if it has seen a trade.
+
+    Only with a market feed configured: without one nothing writes snapshots, and a join asks
+    Redis nothing for its ``marketPrice``.
+    """
+    if not settings.FUNPUMP_MARKET_FEED_URL or not settings.REDIS_URL:
+        return None
     if not redis_breaker.should_try():
         return None  # Redis is down (logged once by the breaker): the price is unknown for now
     try:
-        snapshot = cache.get(snapshot_key(mint))
+        snapshot = shared_redis.sync_client(settings.REDIS_URL).get(snapshot_key(mint))
     except Exception as exc:
         redis_breaker.failed(exc)
         return None
     redis_breaker.succeeded()
-    return snapshot if isinstance(snapshot, dict) else None
+    return json.loads(snapshot) if snapshot is not None else None

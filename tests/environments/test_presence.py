@@ -39,6 +39,32 @@ def test_live_entries_are_refreshed_and_dead_ones_expire(redis_presence, redis_u
     assert redis_presence.count("env_a") == 1  # alice kept fresh, carol expired
 
 
+def test_a_wallet_counts_while_any_of_its_connections_is_present(redis_presence, redis_url):
+    other = presence.RedisPresence(redis_url, redis_presence._prefix)  # another process
+    assert redis_presence.add("env_a", "c1", "alice") == 1
+    assert other.add("env_a", "c2", "alice") == 1  # the same wallet elsewhere
+    assert other.add("env_a", "c3", "bob") == 2
+    redis_presence.remove("env_a", "c1", "alice")
+    assert other.count("env_a") == 2  # alice is still connected through the other process
+    other.remove("env_a", "c2", "alice")
+    assert redis_presence.count("env_a") == 1
+    assert redis_presence.members("env_a") == {"bob"}
+
+
+def test_a_wallet_whose_last_connection_died_with_its_process_stops_counting(
+    redis_presence, redis_url
+):
+    crashed = presence.RedisPresence(redis_url, redis_presence._prefix)
+    crashed.add("env_a", "c9", "carol")
+    crashed._own.clear()  # a dead process refreshes nothing
+    redis_presence.add("env_a", "c1", "carol")
+    redis_presence.remove("env_a", "c1", "carol")  # her entry on the dead process remains
+    assert redis_presence.members("env_a") == {"carol"}
+    time.sleep(1.5)  # past the entry lifetime
+    assert redis_presence.count("env_a") == 0
+    assert redis_presence.members("env_a") == set()
+
+
 def test_local_presence_counts_distinct_wallets():
     local = presence.LocalPresence()
     local.add("env_a", "c1", "alice")

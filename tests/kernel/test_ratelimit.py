@@ -16,7 +16,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from kernel.breaker import Breaker
-from kernel.ratelimit import RedisLimiter
+from kernel.ratelimit import _SLIDING_WINDOW, RedisLimiter
 from tests.e2e.conftest import free_port
 
 
@@ -65,8 +65,8 @@ async def test_redis_is_retried_after_the_cool_down_and_its_return_logged_once(
 ):
     caplog.set_level(logging.INFO)
     limiter = limiter_for(redis_url, breaker, limit=100)
-    flaky = Flaky(limiter._client())
-    limiter._clients[asyncio.get_running_loop()] = flaky
+    flaky = Flaky(limiter._client().register_script(_SLIDING_WINDOW))
+    limiter._script = flaky
 
     for _ in range(20):
         assert (await limiter.acquire("wallet:a")).granted == 1

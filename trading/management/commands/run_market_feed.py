@@ -5,11 +5,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.core.cache import cache
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from kernel.realtime import publish_market
-from trading.market import SNAPSHOT_TTL, market_interest, run_feed, snapshot_key
+from trading.market import market_interest, market_snapshot_store, run_feed
 
 
 class Command(BaseCommand):
@@ -52,9 +51,8 @@ class Command(BaseCommand):
             return always | await asyncio.to_thread(market_interest)
 
         async def publish(update: dict[str, Any]) -> None:
-            mint = update["mintAddress"]
-            await cache.aset(snapshot_key(mint), update, SNAPSHOT_TTL)
-            await publish_market(mint, update)
+            await market_snapshot_store(update)
+            await publish_market(update["mintAddress"], update)
 
         try:
             asyncio.run(run_feed(url, wanted=wanted, publish=publish))
