@@ -2,7 +2,7 @@
 
 The consumer stays thin: it checks who is asking and what they may do, calls one service per
 message in one database unit of work, and turns domain errors into ``ERROR`` frames. Every frame
-it sends goes through one outbox per connection, so replies and broadcasts keep their order.
+it sends goes through one ``push`` per connection, so replies and broadcasts keep their order.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -49,6 +51,9 @@ logger = logging.getLogger(__name__)
 register_history(History(events=environment_events, latest=environment_sequences))
 
 OUTBOX_LIMIT = 1000  # frames queued for a client before it is considered gone
+# A server's scope extension that writes a text frame at once (funpump.serve's daphne has it):
+# ``write(text)``, bounding what a slow reader holds by bytes itself (4009).
+WRITE_TEXT = "funpump.write_text"
 # A trade moves its environment's price; a chat line does not.
 PRICE_CHANGED_BY = frozenset({"VIRTUAL_TRADE_EXECUTED"})
 _connection_ids = itertools.count(1)
@@ -110,13 +115,42 @@ def origin_allowed(scope: dict[str, Any]) -> bool:
 class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
     """One client connection."""
 
-    # No channel-layer channel per connection: the process's hub owns the only one, so a socket
-    # costs no Redis listener and layer events never reach Channels' getattr dispatch.
-    channel_layer_alias = "__no_layer_per_connection__"
-
     wallet: str | None
     connection_id: str
     joined: set[str]
+    writer: asyncio.Task[None] | None = None  # the outbox's, where frames are not written at once
+
+    async def __call__(
+        self,
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        """Channels' consumer loop without its costs per frame.
+
+        No channel-layer channel per connection: the process's hub owns the only one, so a
+        socket costs no Redis listener and layer events never reach Channels' getattr dispatch.
+        With nothing but the socket to read, each frame is awaited directly, not through a new
+        task and ``asyncio.wait`` as Channels does to read two sources.
+        """
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its thread hop: before every handler Channels closes stale
+        database connections through ``sync_to_async`` (about a fifth of a heartbeat's cost).
+        The event loop does no ORM work here: every unit runs through ``kernel.db.db_call``,
+        whose ``database_sync_to_async`` closes them on its worker thread around the call."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         headers = dict(self.scope.get("headers", []))
@@ -156,7 +190,9 @@ class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
         self.last_joined: str | None = None
         # (mint, environmentId) → the key of the feed it subscribed to
         self.price_feeds: dict[tuple[str, str | None], str] = {}
-        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
+        self.write_now: Callable[[str], None] | None = self.scope.get("extensions", {}).get(
+            WRITE_TEXT
+        )
         self.hub = await Hub.get()
         await self.accept()
         self.handling = asyncio.Lock()  # held while a message is handled; the drain waits on it
@@ -169,7 +205,9 @@ class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
             "connected",
             extra={"event": "connect", "wallet": self.wallet, "connection": self.connection_id},
         )
-        self.writer = asyncio.create_task(self._write())
+        if self.write_now is None:
+            self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
+            self.writer = asyncio.create_task(self._write())
         self.last_heard = time.monotonic()
         self.idle_timer = asyncio.get_running_loop().call_later(
             settings.FUNPUMP_IDLE_TIMEOUT, self._check_idle
@@ -210,9 +248,11 @@ class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
         idle_timer = getattr(self, "idle_timer", None)
         if idle_timer is not None:
             idle_timer.cancel()
-        writer = getattr(self, "writer", None)
-        if writer is not None:
-            writer.cancel()
+        if self.writer is not None:
+            self.writer.cancel()
+            # The cancelled task's traceback holds this consumer: without the task, nothing
+            # makes a reference cycle of the connection, and it is freed without a full GC.
+            self.writer = None
         for key in list(getattr(self, "price_feeds", {})):
             await self._drop_price_feed(key)
         if getattr(self, "rewards_subscribed", False) and self.wallet:
@@ -230,12 +270,23 @@ class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
     # --- outbound -----------------------------------------------------------------------------
 
     def push(self, text: str) -> None:
-        """Queue a frame for this client; a client that stops reading is disconnected."""
+        """Send a frame to this client, in the order pushed; a client that stops reading is
+        disconnected (4009).
+
+        Where the server offers it, the frame is written at once: a broadcast to a thousand
+        members then costs no queue, task switch or ASGI message per member, and the server
+        bounds what a slow reader holds. Elsewhere (other ASGI servers, tests) the frame goes
+        through the outbox and its writer task.
+        """
+        if self.write_now is not None:
+            self.write_now(text)
+            return
         try:
             self.outbox.put_nowait(text)
         except asyncio.QueueFull:
             logger.warning("outbox full, closing %s", self.connection_id)
-            self.writer.cancel()
+            if self.writer is not None:
+                self.writer.cancel()
             self.closing = asyncio.ensure_future(self.close(code=CLOSE_SLOW_READER))
 
     async def _write(self) -> None:
@@ -550,19 +601,28 @@ class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
             await super().websocket_receive(message)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        # Channels' own would discard layer groups (there are none) and hop threads (see
+        # dispatch).
         try:
-            await super().websocket_disconnect(message)
+            await self.disconnect(message["code"])
         finally:
             lifecycle.unregister(self)  # after the clean-up, which the drain waits for
+        raise StopConsumer
 
     async def settle(self) -> None:
-        """Finish the message being handled (the drain refuses the ones after it)."""
+        """Finish the message being handled (the drain refuses the ones after it), and its
+        answer: a committed trade's own copy may still wait behind an earlier event of another
+        process, and the client must get it before the 1012 (the drain's deadline bounds this)."""
         async with self.handling:
             pass
+        # A short poll, once per connection during a drain: cheaper than an event per member.
+        while self.hub.owes(self.connection_id):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
 
     async def close_for_restart(self, wait: float) -> None:
-        """Close with 1012 once the outbox is written (at most ``wait`` seconds from now)."""
-        writer = getattr(self, "writer", None)
+        """Close with 1012 once the outbox is written (at most ``wait`` seconds from now); frames
+        written at once (see push) are in the socket's buffer already, ahead of the close."""
+        writer = self.writer
         for _ in range(int(wait / 0.01)):  # a short poll: the writer task owns the queue
             if writer is None or writer.done() or self.outbox.empty():
                 break

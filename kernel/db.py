@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from channels.db import database_sync_to_async
-from django.db import connections
+from django.conf import settings
 
 T = TypeVar("T")
 
@@ -18,5 +18,7 @@ def db_call(function: Callable[..., T]) -> Callable[..., Any]:
     row lock never queues every other socket of the process behind it. SQLite allows one writer
     at a time anyway, so there all calls share Django's single sync thread.
     """
-    pooled = connections["default"].vendor == "postgresql"
+    # Read from settings, not ``connections["default"].vendor``: ``connections`` is per async
+    # context, so asking it inside a socket's context makes (and leaks) a wrapper per socket.
+    pooled = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
     return cast(Callable[..., Any], database_sync_to_async(function, thread_sensitive=not pooled))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -48,10 +50,29 @@ def invalid(message: str, **details: Any) -> DomainError:
     return DomainError(ErrorCode.INVALID_MESSAGE, message, details or None)
 
 
+# orjson reads an integer literal too big for 64 bits as a float; any such literal has 19 digits.
+_LONG_NUMBER = re.compile(r"[0-9]{19}")
+
+
+def _loads(text: str) -> Any:
+    """``json.loads``, by orjson where the result is sure to be the same (several times faster).
+
+    orjson refuses what the json module accepts (NaN, Infinity, 1e400, lone surrogates) and words
+    its errors differently, so whatever it refuses is read again by the json module, whose
+    result or error the protocol promises; a frame with a run of 19 digits goes there directly.
+    """
+    if _LONG_NUMBER.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
 def decode_envelope(text: str) -> Request:
     """Parse a text frame into its type, data and request id; raise INVALID_MESSAGE if malformed."""
     try:
-        raw = json.loads(text)
+        raw = _loads(text)
     except json.JSONDecodeError as exc:
         raise invalid(
             "malformed JSON", problem=exc.msg, line=exc.lineno, column=exc.colno
@@ -164,6 +185,32 @@ def encode(
     frame: dict[str, Any] = {"type": message_type, "data": dump(data)}
     if request_id is not None:
         frame["requestId"] = request_id
+    return _dumps(frame)
+
+
+# Types orjson would write where the json module raises: they go to the json module instead.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def _dumps(frame: dict[str, Any]) -> str:
+    """``json.dumps(frame, separators=(",", ":"), ensure_ascii=False)``, by orjson where its text
+    is the same (several times faster).
+
+    The two differ in what orjson refuses (integers past 64 bits, keys that are not strings,
+    lone surrogates), in floats below 1e-4 (orjson writes ``0.00001`` and ``1e-7``, the json
+    module ``1e-05`` and ``1e-07``; every such difference has ``e-`` or ``0.0000`` in orjson's
+    text) and in NaN and infinities (``null`` against ``NaN``; no frame holds them: the models
+    refuse them, JSONB cannot store them). A frame with ``e-`` or ``0.0000`` anywhere is rare
+    (a small float such as a voice command's confidence, or text like "e-mail") and is written
+    by the json module.
+    """
+    try:
+        text = orjson.dumps(frame, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        pass
+    else:
+        if b"e-" not in text and b"0.0000" not in text:
+            return text.decode()
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
