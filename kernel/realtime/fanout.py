@@ -72,7 +72,17 @@ class Member:
         if event.sequence <= self.last:
             return
         self.last = event.sequence
+        if not self.own:
+            self.push(event.text)
+            return
         self.push(self.own.pop(event.sequence, event.text))
+        for passed in [number for number in self.own if number < event.sequence]:
+            del self.own[passed]  # its event was passed over (not in the database): never sent
+
+    @property
+    def owes(self) -> bool:
+        """Its request ran (or runs) and its own copy is not sent yet."""
+        return self.holding or bool(self.own)
 
     def ready(self, sequence: int) -> None:
         """Its state (up to ``sequence``) was sent: send what came after it."""

@@ -20,12 +20,14 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels_redis.core import RedisChannelLayer
 from django.db import connections
 
 import protocol
@@ -262,6 +264,15 @@ class Hub:
             return
         member.release(sequence, own)
         self._watch_gap(environment_id, fanout)  # a sender waiting on a gap waits less
+
+    def owes(self, connection: str) -> bool:
+        """Whether ``connection`` still waits for its own copy of an event its request committed
+        (behind an earlier event of another process): the drain waits for it before the 1012."""
+        for fanout in self.fanouts.values():
+            member = fanout.members.get(connection)
+            if member is not None and member.owes:
+                return True
+        return False
 
     async def leave(self, environment_id: str, connection: str) -> None:
         fanout = self.fanouts.get(environment_id)
@@ -597,9 +608,35 @@ class Hub:
             try:
                 # While the layer is down the message is dropped: the other processes read the
                 # events from the database (touches and signals are lost; see the docs).
-                await self._layer_call(functools.partial(self.layer.group_send, group, message))
+                await self._layer_call(functools.partial(self._send_to_others, group, message))
             finally:
                 self._outgoing.task_done()  # counted by flush()
+
+    async def _send_to_others(self, group: str, message: dict[str, Any]) -> None:
+        """Send ``message`` to ``group`` unless this process is its only member.
+
+        A group message reaches every member, this process's channel included, though the hub
+        has already handled what it sends. When no other process follows the key (one server
+        process, or a room nobody elsewhere is in) that would cost the send's four Redis round
+        trips and a receive, to be dropped: one read of the group's members spares them.
+        """
+        assert self.layer is not None
+        if isinstance(self.layer, RedisChannelLayer) and not await self._others_in(group):
+            return
+        await self.layer.group_send(group, message)
+
+    async def _others_in(self, group: str) -> bool:
+        """Whether a channel other than this hub's is in ``group`` (channels-redis keeps a
+        group as a sorted set of its channels scored by when they were added; older than its
+        ``group_expiry`` they no longer count)."""
+        layer = self.layer
+        assert isinstance(layer, RedisChannelLayer)
+        redis = layer.connection(layer.consistent_hash(group))
+        members = await redis.zrangebyscore(
+            layer._group_key(group), time.time() - layer.group_expiry, "+inf"
+        )
+        own = self.channel.encode() if self.channel is not None else None
+        return any(member != own for member in members)
 
     async def _refresh_groups(self) -> None:
         while True:

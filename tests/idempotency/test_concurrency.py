@@ -79,15 +79,15 @@ def test_a_copy_waits_for_the_first_and_is_answered_once_it_commits(
 ):
     environment_join(environment_id=environment.id, wallet=WALLET)
     first_inside = threading.Event()
-    original = trading_services.lock_environment
+    original = trading_services._lock
 
-    def slow_lock(environment_id: str) -> Environment:
+    def slow_lock(environment_id: str, wallet: str) -> Any:
         if not first_inside.is_set():
             first_inside.set()  # the receipt is inserted, not yet committed
             threading.Event().wait(0.5)
-        return original(environment_id)
+        return original(environment_id, wallet)
 
-    monkeypatch.setattr(trading_services, "lock_environment", slow_lock)
+    monkeypatch.setattr(trading_services, "_lock", slow_lock)
 
     def work(index: int) -> Any:
         if index == 1:
@@ -104,16 +104,16 @@ def test_a_copy_waits_for_the_first_and_is_answered_once_it_commits(
 def test_a_copy_runs_when_the_first_is_refused_meanwhile(postgres, environment, monkeypatch):
     environment_join(environment_id=environment.id, wallet=WALLET)
     first_inside = threading.Event()
-    original = trading_services.lock_environment
+    original = trading_services._lock
 
-    def failing_once(environment_id: str) -> Environment:
+    def failing_once(environment_id: str, wallet: str) -> Any:
         if not first_inside.is_set():
             first_inside.set()
             threading.Event().wait(0.5)
             raise DomainError(ErrorCode.ENVIRONMENT_CLOSED, "trading is closed")
-        return original(environment_id)
+        return original(environment_id, wallet)
 
-    monkeypatch.setattr(trading_services, "lock_environment", failing_once)
+    monkeypatch.setattr(trading_services, "_lock", failing_once)
 
     def work(index: int) -> Any:
         if index == 1:

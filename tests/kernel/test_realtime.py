@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from channels.layers import channel_layers
 
 import protocol
 from environments.selectors import environment_events, environment_sequences
@@ -291,6 +293,50 @@ async def test_layer_messages_are_dispatched_by_type_and_our_own_are_ignored(his
     hub._handle({"type": "hub.stop"})
     assert socket.sequences == [1]
     assert heard == [{"a": 1}]
+
+
+async def test_a_process_alone_in_a_group_sends_nothing_and_others_get_every_event(
+    redis_url, history, monkeypatch
+):
+    """The hub hands the layer only what another process can hear: alone in an environment's
+    group it sends nothing; once another channel is in the group, every event goes out."""
+    history([])
+    environment = f"env_alone_{secrets.token_hex(4)}"
+    hub = Hub(asyncio.get_running_loop())
+    hub._start()
+    await hub._ready.wait()
+    assert hub.layer is not None
+    sent: list[dict[str, Any]] = []
+    group_send = hub.layer.group_send
+
+    async def recording(group: str, message: dict[str, Any]) -> None:
+        sent.append(message)
+        await group_send(group, message)
+
+    monkeypatch.setattr(hub.layer, "group_send", recording)
+    # Another process: a layer of its own (a receive waits behind any other of its layer).
+    elsewhere = channel_layers.make_backend("default")
+    other = await elsewhere.new_channel("hub.")
+    try:
+        socket = Socket()
+        await hub.join(environment, "c1", socket.push)
+        hub.ready(environment, "c1", 0)
+        hub.submit(Event(environment, 1, "CHAT_MESSAGE", {"message": "m1", "sequence": 1}))
+        assert await hub.flush(5)
+        assert sent == []
+        assert socket.sequences == [1]  # delivered here all the same
+
+        await elsewhere.group_add(realtime_hub.layer_group(environment), other)
+        hub.submit(Event(environment, 2, "CHAT_MESSAGE", {"message": "m2", "sequence": 2}))
+        assert await hub.flush(5)
+        heard = await asyncio.wait_for(elsewhere.receive(other), 5)
+        assert (heard["type"], heard["sequence"]) == ("fanout", 2)
+        assert [message["sequence"] for message in sent] == [2]
+        assert socket.sequences == [1, 2]
+    finally:
+        await elsewhere.group_discard(realtime_hub.layer_group(environment), other)
+        await hub.close()
+        await elsewhere.flush()
 
 
 # --- the history the apps register ----------------------------------------------------------

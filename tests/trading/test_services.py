@@ -13,11 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 import protocol
 from environments.models import ChatMessage, Environment, Position
 from environments.services import chat_post, environment_set_open
+from idempotency.models import Receipt
 from kernel.realtime import Event
 from protocol.errors import DomainError, ErrorCode
 from tests.conftest import (
@@ -41,7 +42,7 @@ from trading.curve import (
     LAMPORTS_PER_SOL,
     fee,
 )
-from trading.models import Trade
+from trading.models import Trade, VolumeMinute
 from trading.services import TradeResult, trade_execute
 
 pytestmark = pytest.mark.django_db
@@ -488,6 +489,48 @@ def test_sequences_are_per_environment(make_environment: MakeEnvironment) -> Non
     assert buy(two, WALLET_A, SOL).trade.sequence == 1
     assert chat_post(environment_id=two.id, wallet=WALLET_A, message="x").sequence == 2
     assert fresh(one).sequence == 2
+
+
+# --- the trade's own statements ------------------------------------------------------------------
+
+
+def test_one_volume_bucket_per_minute_sums_the_trades(joined: Environment) -> None:
+    first = buy(joined, WALLET_A, SOL).trade
+    second = sell(joined, WALLET_A, first.token_amount // 2).trade
+    third = buy(joined, WALLET_B, 2 * SOL).trade
+    buckets = {
+        bucket.minute: bucket.sol_amount
+        for bucket in VolumeMinute.objects.filter(environment=joined)
+    }
+    expected: dict[Any, int] = {}
+    for trade in (first, second, third):
+        minute = trade.created_at.replace(second=0, microsecond=0)
+        expected[minute] = expected.get(minute, 0) + trade.sol_amount
+    assert buckets == expected
+
+
+def test_a_failed_write_rolls_the_whole_trade_back(joined: Environment) -> None:
+    """A statement of the trade's write that fails (here the next sequence is already taken)
+    raises Django's IntegrityError, and nothing of the trade stays."""
+    Trade.objects.create(
+        environment=joined,
+        wallet=WALLET_B,
+        is_buy=True,
+        amount=1,
+        sol_amount=1,
+        token_amount=1,
+        protocol_fee=0,
+        creator_fee=0,
+        sequence=joined.sequence + 1,
+        virtual_sol_after=1,
+        virtual_token_after=1,
+    )
+    before = snapshot()
+    with pytest.raises(IntegrityError):
+        buy(joined, WALLET_A, SOL, request_id="taken-sequence")
+    assert snapshot() == before
+    assert not Receipt.objects.exists()
+    assert not VolumeMinute.objects.exists()
 
 
 # --- conservation under random trading -----------------------------------------------------------
