@@ -10,7 +10,7 @@ PORT ?= 8000
 export DJANGO_DEBUG ?= 1
 export DJANGO_SETTINGS_MODULE := funpump.settings
 
-.PHONY: run test lint typecheck pytest migrate demo voice-model bench bench-voice clean FORCE
+.PHONY: run test lint typecheck pytest migrate demo voice-model bench bench-settlement bench-voice clean FORCE
 
 # An interpreter named explicitly (PYTHON=python3.12 make run) that is not the one .venv was
 # made with (its version and installation, as the venv's own python reports them) rebuilds
@@ -82,9 +82,14 @@ pytest: $(VENV)/.dev | .env
 
 test: lint typecheck pytest
 
-# Numbers, not assertions: prints a table (server CPU per message, latencies, trades/s).
-bench: demo $(VENV)/.dev
-	$(BIN)/python bench/room.py
+# Numbers, not assertions: FunPump as deployed (PostgreSQL, Redis, DEBUG off) against raw
+# baselines in the same run; one table, saved under bench/results/ (bench/compare.py's
+# docstring). BENCH_ARGS: e.g. --quick, --processes 2, --pairs 5, --server-root DIR.
+bench: $(VENV)/.dev
+	$(BIN)/python bench/compare.py $(BENCH_ARGS)
+
+# rewards settlement over SETTLE_TRADES unsettled trades (PostgreSQL's DATABASE_URL).
+bench-settlement: $(VENV)/.dev
 	$(BIN)/python bench/settlement.py $(SETTLE_TRADES)
 
 SETTLE_TRADES ?= 1000000
