@@ -19,7 +19,7 @@ from kernel.realtime import Event, publish_on_commit, rewards_key, touch_on_comm
 from protocol.errors import DomainError, ErrorCode
 from trading import curve
 from trading.models import Trade, VolumeMinute
-from trading.state import RESERVE_FIELDS
+from trading.state import RESERVE_FIELDS, RESERVES, reserve_values
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,19 +270,13 @@ def _lock(environment_id: str, wallet: str) -> _Locked:
     if row is None:
         lock_position(lock_environment(environment_id), wallet)  # raises the refusal
         return _lock(environment_id, wallet)  # the position was created meanwhile
-    is_open, sequence, v_sol, v_token, r_sol, r_token, protocol_bps, creator_bps, *rest = row
-    position_id, sol_balance, token_balance = rest
+    is_open, sequence, *values = row  # in the order of the statement's columns
+    reserves = dict(zip(RESERVES.values(), values[: len(RESERVES)], strict=True))
+    protocol_bps, creator_bps, position_id, sol_balance, token_balance = values[len(RESERVES) :]
     return _Locked(
         is_open=bool(is_open),
         sequence=sequence,
-        curve=curve.Curve(
-            virtual_sol=v_sol,
-            virtual_token=v_token,
-            real_sol=r_sol,
-            real_token=r_token,
-            protocol_fee_bps=protocol_bps,
-            creator_fee_bps=creator_bps,
-        ),
+        curve=curve.Curve(**reserves, protocol_fee_bps=protocol_bps, creator_fee_bps=creator_bps),
         position_id=position_id,
         sol_balance=sol_balance,
         token_balance=token_balance,
@@ -312,14 +306,7 @@ def _write(trade: Trade, position: Position, after: curve.Curve) -> int:
     with connection.wrap_database_errors, connection.cursor() as cursor, pipeline:
         cursor.execute(
             sql.environment,
-            [
-                after.virtual_sol,
-                after.virtual_token,
-                after.real_sol,
-                after.real_token,
-                trade.sequence,
-                trade.environment_id,
-            ],
+            [*reserve_values(after), trade.sequence, trade.environment_id],
         )
         cursor.execute(
             sql.position, [position.sol_balance, position.token_balance, now, position.pk]

@@ -34,12 +34,19 @@ CONSTANT_FIELDS = {
 }
 
 # The live reserves a trade rewrites (``save(update_fields=...)``), in Curve's order.
-RESERVE_FIELDS = (
-    "virtual_sol_reserves",
-    "virtual_token_reserves",
-    "real_sol_reserves",
-    "real_token_reserves",
-)
+# Each stored reserve and the Curve attribute it holds.
+RESERVES = {
+    "virtual_sol_reserves": "virtual_sol",
+    "virtual_token_reserves": "virtual_token",
+    "real_sol_reserves": "real_sol",
+    "real_token_reserves": "real_token",
+}
+RESERVE_FIELDS = tuple(RESERVES)
+
+
+def reserve_values(state: Curve) -> list[int]:
+    """``state``'s reserves in the order of :data:`RESERVE_FIELDS` (for plain SQL writes)."""
+    return [getattr(state, attribute) for attribute in RESERVES.values()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +155,5 @@ class CurveState(models.Model):
 
     def apply_curve(self, state: Curve) -> None:
         """Take a trade's resulting reserves; the caller saves ``RESERVE_FIELDS``."""
-        self.virtual_sol_reserves = state.virtual_sol
-        self.virtual_token_reserves = state.virtual_token
-        self.real_sol_reserves = state.real_sol
-        self.real_token_reserves = state.real_token
+        for field, attribute in RESERVES.items():
+            setattr(self, field, getattr(state, attribute))
