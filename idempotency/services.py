@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from idempotency.models import Receipt
 from idempotency.selectors import receipt_find
+from kernel.db import model_field, sql_column, sql_table
 from protocol.errors import DomainError, ErrorCode
 
 T = TypeVar("T")
@@ -169,12 +170,10 @@ RECEIPT_COLUMNS = ("wallet", "request_id", "item", "kind", "fingerprint", "answe
 @functools.cache
 def _statements(vendor: str) -> _Statements:
     """The receipt's SQL for ``vendor`` (the cache key), from the model's metadata."""
-    meta = Receipt._meta
-    quote = connection.ops.quote_name
-    table = quote(meta.db_table)
-    columns = ", ".join(quote(_field(name).column) for name in RECEIPT_COLUMNS)
+    table = sql_table(Receipt)
+    columns = ", ".join(sql_column(Receipt, name) for name in RECEIPT_COLUMNS)
     placeholders = ", ".join(["%s"] * len(RECEIPT_COLUMNS))
-    pk, answer = quote(_field("id").column), quote(_field("answer").column)
+    pk, answer = sql_column(Receipt, "id"), sql_column(Receipt, "answer")
     return _Statements(
         insert=f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {pk}",  # noqa: S608
         answer=f"UPDATE {table} SET {answer} = %s WHERE {pk} = %s",  # noqa: S608
@@ -182,9 +181,7 @@ def _statements(vendor: str) -> _Statements:
 
 
 def _field(name: str) -> models.Field[Any, Any]:
-    field = Receipt._meta.get_field(name)
-    assert isinstance(field, models.Field)
-    return field
+    return model_field(Receipt, name)
 
 
 def _prepared(field: models.Field[Any, Any], value: Any) -> Any:

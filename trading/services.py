@@ -6,7 +6,7 @@ import contextlib
 import functools
 from dataclasses import dataclass
 
-from django.db import connection, models
+from django.db import connection
 from django.utils import timezone
 
 import protocol
@@ -15,6 +15,7 @@ from environments.models import Environment, Position
 from environments.selectors import balance_view, trade_executed_view
 from idempotency.models import Receipt
 from idempotency.services import receipt_answer, request_key, run_once
+from kernel.db import sql_column, sql_table
 from kernel.realtime import Event, publish_on_commit, rewards_key, touch_on_commit
 from protocol.errors import DomainError, ErrorCode
 from trading import curve
@@ -205,52 +206,43 @@ class _Statements:
 
 @functools.cache
 def _statements(vendor: str) -> _Statements:
-    quote = connection.ops.quote_name
-
-    def table(model: type[models.Model]) -> str:
-        return quote(model._meta.db_table)
-
-    def column(model: type[models.Model], name: str) -> str:
-        field = model._meta.get_field(name)
-        assert isinstance(field, models.Field)
-        return quote(field.column)
-
     e, p, t, v = Environment, Position, Trade, VolumeMinute
     selected = ", ".join(
-        [f"e.{column(e, name)}" for name in ("is_open", "sequence", *RESERVE_FIELDS)]
-        + [f"e.{column(e, name)}" for name in ("protocol_fee_bps", "creator_fee_bps")]
-        + [f"p.{column(p, name)}" for name in ("id", "sol_balance", "token_balance")]
+        [f"e.{sql_column(e, name)}" for name in ("is_open", "sequence", *RESERVE_FIELDS)]
+        + [f"e.{sql_column(e, name)}" for name in ("protocol_fee_bps", "creator_fee_bps")]
+        + [f"p.{sql_column(p, name)}" for name in ("id", "sol_balance", "token_balance")]
     )
     lock = (
-        f"SELECT {selected} FROM {table(e)} e JOIN {table(p)} p"  # noqa: S608
-        f" ON p.{column(p, 'environment')} = e.{column(e, 'id')}"
-        f" WHERE e.{column(e, 'id')} = %s AND p.{column(p, 'wallet')} = %s"
+        f"SELECT {selected} FROM {sql_table(e)} e JOIN {sql_table(p)} p"  # noqa: S608
+        f" ON p.{sql_column(p, 'environment')} = e.{sql_column(e, 'id')}"
+        f" WHERE e.{sql_column(e, 'id')} = %s AND p.{sql_column(p, 'wallet')} = %s"
     )
     features = connection.features
     if features.has_select_for_update_of and features.has_select_for_no_key_update:
         lock += " FOR NO KEY UPDATE OF e FOR UPDATE OF p"
-    reserves = ", ".join(f"{column(e, name)} = %s" for name in RESERVE_FIELDS)
-    amount = column(v, "sol_amount")
-    bucket = f"{column(v, 'environment')}, {column(v, 'minute')}"
+    reserves = ", ".join(f"{sql_column(e, name)} = %s" for name in RESERVE_FIELDS)
+    amount = sql_column(v, "sol_amount")
+    bucket = f"{sql_column(v, 'environment')}, {sql_column(v, 'minute')}"
+    trade_columns = ", ".join(sql_column(t, name) for name in TRADE_COLUMNS)
     return _Statements(
         lock=lock,
         environment=(
-            f"UPDATE {table(e)} SET {reserves}, {column(e, 'sequence')} = %s"  # noqa: S608
-            f" WHERE {column(e, 'id')} = %s"
+            f"UPDATE {sql_table(e)} SET {reserves}, {sql_column(e, 'sequence')} = %s"  # noqa: S608
+            f" WHERE {sql_column(e, 'id')} = %s"
         ),
         position=(
-            f"UPDATE {table(p)} SET {column(p, 'sol_balance')} = %s,"  # noqa: S608
-            f" {column(p, 'token_balance')} = %s, {column(p, 'updated_at')} = %s"
-            f" WHERE {column(p, 'id')} = %s"
+            f"UPDATE {sql_table(p)} SET {sql_column(p, 'sol_balance')} = %s,"  # noqa: S608
+            f" {sql_column(p, 'token_balance')} = %s, {sql_column(p, 'updated_at')} = %s"
+            f" WHERE {sql_column(p, 'id')} = %s"
         ),
         volume=(
-            f"INSERT INTO {table(v)} ({bucket}, {amount}) VALUES (%s, %s, %s)"  # noqa: S608
-            f" ON CONFLICT ({bucket}) DO UPDATE SET {amount} = {table(v)}.{amount}"
+            f"INSERT INTO {sql_table(v)} ({bucket}, {amount}) VALUES (%s, %s, %s)"  # noqa: S608
+            f" ON CONFLICT ({bucket}) DO UPDATE SET {amount} = {sql_table(v)}.{amount}"
             f" + excluded.{amount}"
         ),
         trade=(
-            f"INSERT INTO {table(t)} ({', '.join(column(t, name) for name in TRADE_COLUMNS)})"  # noqa: S608
-            f" VALUES ({', '.join(['%s'] * len(TRADE_COLUMNS))}) RETURNING {column(t, 'id')}"
+            f"INSERT INTO {sql_table(t)} ({trade_columns})"  # noqa: S608
+            f" VALUES ({', '.join(['%s'] * len(TRADE_COLUMNS))}) RETURNING {sql_column(t, 'id')}"
         ),
     )
 
