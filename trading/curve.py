@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from decimal import Context, Decimal
+from typing import Generic, TypeVar
 
 BPS = 10_000
 SOL_DECIMALS = 9
@@ -92,7 +93,7 @@ class Curve:
         """Lamports: ``vS * 10^15 // vT`` (the price of the whole supply)."""
         return self.virtual_sol * DEFAULT_TOTAL_SUPPLY // self.virtual_token
 
-    def buy(self, amount: int) -> Fill:
+    def buy(self, amount: int) -> Fill[Curve]:
         """Spend at most ``amount`` lamports, fees included, on tokens."""
         if self.complete:
             raise CurveComplete("the curve is complete")
@@ -120,7 +121,7 @@ class Curve:
             curve=after,
         )
 
-    def sell(self, amount: int) -> Fill:
+    def sell(self, amount: int) -> Fill[Curve]:
         """Sell ``amount`` raw tokens for SOL, fees taken from the proceeds."""
         if self.complete:
             raise CurveComplete("the curve is complete")
@@ -147,24 +148,39 @@ class Curve:
             curve=after,
         )
 
-    def trade(self, *, amount: int, is_buy: bool) -> Fill:
+    def trade(self, *, amount: int, is_buy: bool) -> Fill[Curve]:
         return self.buy(amount) if is_buy else self.sell(amount)
 
 
+M = TypeVar("M")
+
+
 @dataclass(frozen=True, slots=True)
-class Fill:
-    """The result of one trade: what moved, the fees, and the curve after it."""
+class Fill(Generic[M]):
+    """The result of one trade: what moved, the fees, and the market after it.
+
+    The same shape for both phases: ``curve`` is the :class:`Curve` after a curve trade, or
+    the :class:`trading.pool.Pool` after a pool trade (``lp_fee`` is the pool's LP fee, which
+    stays in the pool; 0 on the curve). ``sol_amount`` excludes every fee.
+    """
 
     is_buy: bool
     sol_amount: int
     token_amount: int
     protocol_fee: int
     creator_fee: int
-    curve: Curve
+    curve: M
+    lp_fee: int = 0
 
     @property
     def fee(self) -> int:
-        return self.protocol_fee + self.creator_fee
+        """Every fee the trader pays: protocol, creator and (in a pool) LP."""
+        return self.protocol_fee + self.creator_fee + self.lp_fee
+
+    @property
+    def after(self) -> M:
+        """The market after the trade (the curve's or the pool's reserves)."""
+        return self.curve
 
     @property
     def sol_delta(self) -> int:
