@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from protocol import MAX_CHAT_CHARS
-from trading.state import CurveState
+from trading.state import CurveState, Phase
 
 ENVIRONMENT_ID_ALPHABET = "abcdefghijkmnopqrstuvwxyz23456789"
 
@@ -57,7 +57,8 @@ class Environment(CurveState):
 
     @property
     def accepts_trades(self) -> bool:
-        return self.is_open and not self.complete
+        """Open, and trading on its curve or (once graduated) its pool."""
+        return self.is_open and (self.phase == Phase.POOL or not self.complete)
 
 
 class Position(models.Model):
@@ -69,6 +70,7 @@ class Position(models.Model):
     token_balance = models.PositiveBigIntegerField(default=0)
     joined_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    last_traded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -82,10 +84,38 @@ class Position(models.Model):
                 condition=Q(token_balance__gte=0), name="token_balance_not_negative"
             ),
         ]
-        indexes = [models.Index(fields=["wallet"])]
+        indexes = [
+            models.Index(fields=["wallet"]),
+            models.Index(fields=["environment", "last_traded_at"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.wallet} in {self.environment_id}"
+
+
+class RoundPosition(models.Model):
+    """A participant's balances as a round ended: kept for history when the room starts over
+    (the live :class:`Position` is then reset to the starting balance)."""
+
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="round_positions"
+    )
+    round = models.PositiveIntegerField()
+    wallet = models.CharField(max_length=44)
+    sol_balance = models.PositiveBigIntegerField()
+    token_balance = models.PositiveBigIntegerField()
+    joined_at = models.DateTimeField()
+    ended_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "round", "wallet"], name="one_record_per_round"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.wallet} in {self.environment_id} round {self.round}"
 
 
 class ChatMessage(models.Model):

@@ -2,10 +2,16 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from environments.views import EnvironmentDetailView, EnvironmentListView, TradeListView
+from environments.views import (
+    CandleListView,
+    EnvironmentDetailView,
+    EnvironmentListView,
+    TradeListView,
+)
 from gateway import views
 from kernel.metrics import metrics_view
 from rewards.views import MyRewardsView
+from trading.views import QuoteView
 from wallets.views import ChallengeView, VerifyView
 
 urlpatterns = [
@@ -24,6 +30,12 @@ urlpatterns = [
         TradeListView.as_view(),
         name="environment-trades",
     ),
+    path(
+        "api/environments/<str:environment_id>/candles",
+        CandleListView.as_view(),
+        name="environment-candles",
+    ),
+    path("api/environments/<str:environment_id>/quote", QuoteView.as_view(), name="quote"),
     path("api/rewards/me", MyRewardsView.as_view(), name="rewards-me"),
     path("api/health", views.HealthView.as_view(), name="health"),
     path("api/health/ready", views.ReadinessView.as_view(), name="health-ready"),

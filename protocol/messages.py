@@ -157,6 +157,15 @@ class VirtualTradeData(_Data):
     )
 
 
+class QuoteTradeData(_Data):
+    """``QUOTE_TRADE`` (added): what a ``VIRTUAL_TRADE`` with these values would do now, without
+    doing it; answered by ``TRADE_QUOTE``. Needs no sign-in or join."""
+
+    environmentId: EnvironmentId
+    amount: U64
+    isBuy: bool
+
+
 class ChatMessageData(_Data):
     """``CHAT_MESSAGE``: say something in a joined environment (1-500 characters after trimming,
     see Text); answered by the sender's own copy of ``CHAT_MESSAGE``."""
@@ -241,6 +250,7 @@ CLIENT_MESSAGES: dict[str, type[_Data]] = {
     "HEARTBEAT": HeartbeatData,
     "JOIN_ENVIRONMENT": JoinEnvironmentData,
     "VIRTUAL_TRADE": VirtualTradeData,
+    "QUOTE_TRADE": QuoteTradeData,
     "CHAT_MESSAGE": ChatMessageData,
     "SUBSCRIBE_PRICE": SubscribePriceData,
     "UNSUBSCRIBE_PRICE": UnsubscribePriceData,
@@ -266,6 +276,35 @@ class HeartbeatReply(_Out):
 class Fees(_Out):
     protocolBps: int
     creatorBps: int
+
+
+Phase = Literal["curve", "pool"]
+Fraction = Annotated[
+    str, Field(description="Decimal string, a fraction (0.25 is 25 %), no exponent; may be < 0.")
+]
+
+
+class PoolFees(_Out):
+    lpBps: int
+    protocolBps: int
+    creatorBps: int
+
+
+class Pool(_Out):
+    """(added) The constant-product pool a graduated market trades on."""
+
+    solReserves: U64
+    tokenReserves: U64
+    fees: PoolFees
+
+
+class TradingLimits(_Out):
+    """(added) The operator's limits on one trade in this environment."""
+
+    minTradeSol: U64 = Field(description="Lamports (a sell by its SOL value); 0: no minimum.")
+    maxTradeSol: U64 | None = Field(description="Lamports; null: no maximum.")
+    maxPriceImpactBps: int | None = Field(description="Basis points; null: no limit.")
+    startingBalance: U64 = Field(description="Lamports a new participant starts with.")
 
 
 class Balance(_Out):
@@ -294,7 +333,7 @@ class TradeView(_Out):
     sequence: int
     solAmount: U64
     tokenAmount: U64
-    fee: U64 = Field(description="Protocol plus creator fee, lamports.")
+    fee: U64 = Field(description="Protocol plus creator fee (plus the LP fee in a pool), lamports.")
 
 
 class TradeExecuted(_Out):
@@ -307,6 +346,10 @@ class TradeExecuted(_Out):
     sequence: int
     balance: Balance | None = _absent_when_none(
         "The trader's balances after the trade: on the trader's own copy only."
+    )
+    unspent: U64 | None = _absent_when_none(
+        "Added: lamports of a buy's budget left unspent because the buy completed the curve "
+        "(the trader's own copy only)."
     )
     replay: bool | None = _absent_when_none(_REPLAY)
 
@@ -343,6 +386,21 @@ class EnvironmentSummary(_Out):
     fees: Fees
     launchedBy: str | None
     createdAt: Millis
+    phase: Phase = Field(description="Added: where the market trades, its curve or its pool.")
+    pool: Pool | None = Field(description="Added: the pool once graduated, else null.")
+    limits: TradingLimits
+    round: int = Field(description="Added: the room's round, 1 for the first.")
+    lastTradeAt: Millis | None
+    volume24h: U64 = Field(description="Added: lamports traded in the last 24 h, fees excluded.")
+    trades24h: int
+    uniqueTraders24h: int
+    priceChange24h: Fraction = Field(
+        description="Added: last trade's price against the last one 24 h ago (or the round's "
+        "first trade's), as a fraction; 0 without trades."
+    )
+    progress: Fraction = Field(
+        description="Added: the part of the curve's real tokens bought from it (1 once complete)."
+    )
 
 
 class EnvironmentState(EnvironmentSummary):
@@ -368,6 +426,75 @@ class PriceUpdate(_Out):
         "The environment priced; absent for a market-feed price."
     )
     marketCap: U64
+    phase: Phase | None = _absent_when_none("Added: an environment's market phase.")
+    pool: Pool | None = _absent_when_none("Added: an environment's pool, once graduated.")
+
+
+class MarketGraduated(_Out):
+    """``MARKET_GRADUATED`` (added): the environment's curve completed and its liquidity moved to
+    a constant-product pool, in the same transaction as the completing trade; sent once, in
+    sequence, to every member."""
+
+    environmentId: str
+    sequence: int
+    round: int
+    pool: Pool
+    migrationFee: U64
+    timestamp: Millis
+
+
+class RoundStarted(_Out):
+    """``ROUND_STARTED`` (added): the round ended (an operator, or the room's automatic new
+    round after its graduated market went quiet); the room starts again at the initial curve
+    with fresh balances. Followed by a fresh ``ENVIRONMENT_STATE`` to each member."""
+
+    environmentId: str
+    sequence: int
+    round: int
+    timestamp: Millis
+
+
+class Participants(_Out):
+    """``PARTICIPANTS`` (added): the environment's participant count changed (at most one per
+    second per environment)."""
+
+    environmentId: str
+    participants: int
+
+
+class QuoteFees(_Out):
+    protocol: U64
+    creator: U64
+    lp: U64
+
+
+class LimitRefusal(_Out):
+    limit: str
+    value: str | int
+
+
+class TradeQuote(_Out):
+    """``TRADE_QUOTE`` (added): what the quoted trade would do now, computed by the code that
+    executes trades."""
+
+    environmentId: str
+    phase: Phase
+    isBuy: bool
+    amount: U64
+    amountOut: U64 = Field(description="Tokens for a buy, lamports after fees for a sell.")
+    solAmount: U64
+    tokenAmount: U64
+    fees: QuoteFees
+    priceBefore: Price
+    priceAfter: Price
+    averagePrice: Price
+    priceImpactBps: int
+    unspent: U64 = Field(description="Lamports of a buy's budget it would leave unspent.")
+    graduates: bool = Field(
+        description="True when the buy would complete the curve (the market then migrates to its "
+        "pool; priceAfter is the pool's)."
+    )
+    refusedBy: LimitRefusal | None = Field(description="The limit that would refuse it, or null.")
 
 
 class RewardUpdate(_Out):
@@ -461,6 +588,10 @@ SERVER_MESSAGES: dict[str, type[_Out]] = {
     "VIRTUAL_TRADE_EXECUTED": TradeExecuted,
     "CHAT_MESSAGE": ChatMessageView,
     "PRICE_UPDATE": PriceUpdate,
+    "MARKET_GRADUATED": MarketGraduated,
+    "ROUND_STARTED": RoundStarted,
+    "PARTICIPANTS": Participants,
+    "TRADE_QUOTE": TradeQuote,
     "REWARD_UPDATE": RewardUpdate,
     "VOICE_SESSION_READY": VoiceSessionReady,
     "VOICE_TRANSCRIPTION": VoiceTranscription,

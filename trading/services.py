@@ -15,12 +15,13 @@ from environments.models import Environment, Position
 from environments.selectors import balance_view, trade_executed_view
 from idempotency.models import Receipt
 from idempotency.services import receipt_answer, request_key, run_once
+from kernel.clock import millis
 from kernel.db import sql_column, sql_table
 from kernel.realtime import Event, publish_on_commit, rewards_key, touch_on_commit
 from protocol.errors import DomainError, ErrorCode
-from trading import curve
-from trading.models import Trade, VolumeMinute
-from trading.state import RESERVE_FIELDS, RESERVES, reserve_values
+from trading import curve, pool, quotes
+from trading.models import MarketEvent, MinuteCandle, Trade
+from trading.state import MARKET_COLUMNS, RESERVE_FIELDS, market_from_columns, reserve_values
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +98,16 @@ def _execute(
 
     This is the hottest write of the application and every environment's trades queue on its
     row lock, so the lock is held for as little as possible: the two rows are locked and read
-    by one statement, and written by four plain statements (on PostgreSQL sent in one round
-    trip), with no ORM query building in between.
+    by one statement, and written by plain statements (on PostgreSQL sent in one round trip),
+    with no ORM query building in between.
+
+    A buy that completes the curve graduates the market in the same transaction: the trade
+    takes sequence ``n``, the migration to the pool (a ``MarketEvent``) ``n + 1``, and both are
+    published after commit; the trader's own copy says what of its budget was not spent.
     """
     locked = _lock(environment_id, wallet)
-    if not locked.is_open or locked.curve.complete:
-        reason = "the curve is complete" if locked.curve.complete else "trading is closed"
-        raise DomainError(ErrorCode.ENVIRONMENT_CLOSED, reason)
+    market = locked.market
+    _refuse_closed(is_open=locked.is_open, market=market)
     available = locked.sol_balance if is_buy else locked.token_balance
     if amount > available:
         raise DomainError(
@@ -111,10 +115,14 @@ def _execute(
             "not enough SOL" if is_buy else "not enough tokens",
             {"available": str(available), "requested": str(amount)},
         )
-    try:
-        fill = locked.curve.trade(amount=amount, is_buy=is_buy)
-    except curve.CurveError as exc:
-        raise DomainError(ErrorCode.INVALID_MESSAGE, "amount too small") from exc
+    result = _quote(market, amount=amount, is_buy=is_buy)
+    if result.refusal is not None:
+        raise DomainError(
+            ErrorCode.INVALID_MESSAGE,
+            result.refusal.message,
+            {"limit": result.refusal.limit, "value": result.refusal.value},
+        )
+    fill = result.fill
     if min_amount_out is not None and fill.min_amount_out < min_amount_out:
         raise DomainError(
             ErrorCode.SLIPPAGE_EXCEEDED,
@@ -124,7 +132,24 @@ def _execute(
 
     now = timezone.now()
     sequence = locked.sequence + 1
-    after = fill.curve
+    market_after = market.after(result)
+    # The trade records the reserves where it traded: the curve's virtual ones, or the pool's.
+    moved = fill.after
+    sol_after, token_after = (
+        (moved.sol, moved.token)
+        if isinstance(moved, pool.Pool)
+        else (moved.virtual_sol, moved.virtual_token)
+    )
+    graduation = None
+    if result.pool_after is not None:
+        graduation = protocol.MarketGraduated(
+            environmentId=environment_id,
+            sequence=sequence + 1,
+            round=locked.round,
+            pool=pool_data(result.pool_after),
+            migrationFee=str(result.migration_fee),
+            timestamp=millis(now),
+        )
     trade = Trade(
         environment_id=environment_id,
         wallet=wallet,
@@ -134,9 +159,12 @@ def _execute(
         token_amount=fill.token_amount,
         protocol_fee=fill.protocol_fee,
         creator_fee=fill.creator_fee,
+        lp_fee=fill.lp_fee,
+        phase=result.phase,
+        round=locked.round,
         sequence=sequence,
-        virtual_sol_after=after.virtual_sol,
-        virtual_token_after=after.virtual_token,
+        virtual_sol_after=sol_after,
+        virtual_token_after=token_after,
         created_at=now,
     )
     # The position as stored after the trade; its join time, not read, loads if asked for.
@@ -152,16 +180,94 @@ def _execute(
             now,
         ],
     )
-    trade.pk = _write(trade, position, after)
+    trade.pk = _write(trade, position, market_after, graduation)
     trade._state.adding, trade._state.db = False, connection.alias  # as if read back
     touch_on_commit(rewards_key(wallet))  # its volume, and so perhaps its tier, changed
     executed = trade_executed_view(trade)  # the same builder reads it back after a Redis loss
     publish_on_commit(Event(environment_id, sequence, "VIRTUAL_TRADE_EXECUTED", executed))
+    if graduation is not None:
+        publish_on_commit(Event(environment_id, sequence + 1, "MARKET_GRADUATED", graduation))
     own = protocol.TradeExecuted.model_validate(
-        {**protocol.dump(executed), "balance": protocol.dump(balance_view(position))}
+        {
+            **protocol.dump(executed),
+            "balance": protocol.dump(balance_view(position)),
+            **({"unspent": str(result.unspent)} if graduation is not None else {}),
+        }
     )
     receipt_answer(receipt, protocol.dump(own))
     return TradeResult(trade, position, own)
+
+
+def _refuse_closed(*, is_open: bool, market: quotes.Market) -> None:
+    """ENVIRONMENT_CLOSED for an environment an operator closed, or a complete curve that never
+    migrated (one completed before graduation existed)."""
+    if not is_open:
+        raise DomainError(ErrorCode.ENVIRONMENT_CLOSED, "trading is closed")
+    if market.phase == quotes.CURVE and market.curve.complete:
+        raise DomainError(ErrorCode.ENVIRONMENT_CLOSED, "the curve is complete")
+
+
+def _quote(market: quotes.Market, *, amount: int, is_buy: bool) -> quotes.Quote:
+    try:
+        return quotes.quote(market, amount=amount, is_buy=is_buy)
+    except curve.CurveError as exc:
+        raise DomainError(ErrorCode.INVALID_MESSAGE, "amount too small") from exc
+
+
+def pool_data(state: pool.Pool) -> protocol.Pool:
+    """A pool as clients see it."""
+    return protocol.Pool(
+        solReserves=str(state.sol),
+        tokenReserves=str(state.token),
+        fees=protocol.PoolFees(
+            lpBps=state.lp_fee_bps,
+            protocolBps=state.protocol_fee_bps,
+            creatorBps=state.creator_fee_bps,
+        ),
+    )
+
+
+def trade_quote(*, environment_id: str, amount: int, is_buy: bool) -> protocol.TradeQuote:
+    """``TRADE_QUOTE``: what ``VIRTUAL_TRADE`` with these values would do now, computed by the
+    code that executes trades (:func:`trading.quotes.quote`) on the environment as read now,
+    without a lock; nothing changes.
+
+    Refusals as a trade's, in its order: ENVIRONMENT_NOT_FOUND, ENVIRONMENT_CLOSED, an amount too
+    small (INVALID_MESSAGE). A limit that would refuse the trade is reported in ``refusedBy``.
+    The balance is not checked: a quote needs no sign-in.
+    """
+    environment = (
+        Environment.objects.filter(pk=environment_id)
+        .only("is_open", *RESERVE_FIELDS, *MARKET_COLUMNS)
+        .first()
+    )
+    if environment is None:
+        raise DomainError(ErrorCode.ENVIRONMENT_NOT_FOUND, "environment not found")
+    market = environment.market
+    _refuse_closed(is_open=environment.is_open, market=market)
+    result = _quote(market, amount=amount, is_buy=is_buy)
+    fill = result.fill
+    return protocol.TradeQuote(
+        environmentId=environment_id,
+        phase=result.phase,
+        isBuy=is_buy,
+        amount=str(amount),
+        amountOut=str(fill.min_amount_out),
+        solAmount=str(fill.sol_amount),
+        tokenAmount=str(fill.token_amount),
+        fees=protocol.QuoteFees(
+            protocol=str(fill.protocol_fee), creator=str(fill.creator_fee), lp=str(fill.lp_fee)
+        ),
+        priceBefore=curve.format_price(result.price_before),
+        priceAfter=curve.format_price(result.price_after),
+        averagePrice=curve.format_price(fill.price),
+        priceImpactBps=result.price_impact_bps,
+        unspent=str(result.unspent),
+        graduates=result.graduates,
+        refusedBy=None
+        if result.refusal is None
+        else protocol.LimitRefusal(limit=result.refusal.limit, value=result.refusal.value),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +276,8 @@ class _Locked:
 
     is_open: bool
     sequence: int
-    curve: curve.Curve
+    round: int
+    market: quotes.Market
     position_id: int
     sol_balance: int
     token_balance: int
@@ -185,10 +292,24 @@ TRADE_COLUMNS = (
     "token_amount",
     "protocol_fee",
     "creator_fee",
+    "lp_fee",
+    "phase",
+    "round",
     "sequence",
     "virtual_sol_after",
     "virtual_token_after",
     "created_at",
+)
+CANDLE_COLUMNS = (
+    "environment",
+    "round",
+    "minute",
+    "sol_amount",
+    "trades",
+    "open",
+    "high",
+    "low",
+    "close",
 )
 
 
@@ -200,16 +321,31 @@ class _Statements:
     lock: str
     environment: str
     position: str
-    volume: str
+    candle: str
     trade: str
+    event: str
+
+
+ENVIRONMENT_WRITES = (
+    *RESERVE_FIELDS,
+    "phase",
+    "pool_sol_reserves",
+    "pool_token_reserves",
+    "market_cap",
+    "last_trade_at",
+    "sequence",
+)
+EVENT_COLUMNS = ("environment", "sequence", "round", "kind", "data", "created_at")
 
 
 @functools.cache
 def _statements(vendor: str) -> _Statements:
-    e, p, t, v = Environment, Position, Trade, VolumeMinute
+    e, p, t, v, m = Environment, Position, Trade, MinuteCandle, MarketEvent
     selected = ", ".join(
-        [f"e.{sql_column(e, name)}" for name in ("is_open", "sequence", *RESERVE_FIELDS)]
-        + [f"e.{sql_column(e, name)}" for name in ("protocol_fee_bps", "creator_fee_bps")]
+        [
+            f"e.{sql_column(e, name)}"
+            for name in ("is_open", "sequence", "round", *RESERVE_FIELDS, *MARKET_COLUMNS)
+        ]
         + [f"p.{sql_column(p, name)}" for name in ("id", "sol_balance", "token_balance")]
     )
     lock = (
@@ -220,29 +356,43 @@ def _statements(vendor: str) -> _Statements:
     features = connection.features
     if features.has_select_for_update_of and features.has_select_for_no_key_update:
         lock += " FOR NO KEY UPDATE OF e FOR UPDATE OF p"
-    reserves = ", ".join(f"{sql_column(e, name)} = %s" for name in RESERVE_FIELDS)
-    amount = sql_column(v, "sol_amount")
-    bucket = f"{sql_column(v, 'environment')}, {sql_column(v, 'minute')}"
+    graduated = sql_column(e, "graduated_at")
+    reserves = ", ".join(f"{sql_column(e, name)} = %s" for name in ENVIRONMENT_WRITES)
+    candle = sql_table(v)
+    bucket = ", ".join(sql_column(v, name) for name in ("environment", "round", "minute"))
+    greatest, least = ("GREATEST", "LEAST") if vendor == "postgresql" else ("MAX", "MIN")
+    amount, trades, high, low, close = (
+        sql_column(v, name) for name in ("sol_amount", "trades", "high", "low", "close")
+    )
+    candle_columns = ", ".join(sql_column(v, name) for name in CANDLE_COLUMNS)
     trade_columns = ", ".join(sql_column(t, name) for name in TRADE_COLUMNS)
+    event_columns = ", ".join(sql_column(m, name) for name in EVENT_COLUMNS)
     return _Statements(
         lock=lock,
         environment=(
-            f"UPDATE {sql_table(e)} SET {reserves}, {sql_column(e, 'sequence')} = %s"  # noqa: S608
-            f" WHERE {sql_column(e, 'id')} = %s"
+            f"UPDATE {sql_table(e)} SET {reserves},"  # noqa: S608
+            f" {graduated} = COALESCE({graduated}, %s) WHERE {sql_column(e, 'id')} = %s"
         ),
         position=(
             f"UPDATE {sql_table(p)} SET {sql_column(p, 'sol_balance')} = %s,"  # noqa: S608
-            f" {sql_column(p, 'token_balance')} = %s, {sql_column(p, 'updated_at')} = %s"
-            f" WHERE {sql_column(p, 'id')} = %s"
+            f" {sql_column(p, 'token_balance')} = %s, {sql_column(p, 'updated_at')} = %s,"
+            f" {sql_column(p, 'last_traded_at')} = %s WHERE {sql_column(p, 'id')} = %s"
         ),
-        volume=(
-            f"INSERT INTO {sql_table(v)} ({bucket}, {amount}) VALUES (%s, %s, %s)"  # noqa: S608
-            f" ON CONFLICT ({bucket}) DO UPDATE SET {amount} = {sql_table(v)}.{amount}"
-            f" + excluded.{amount}"
+        candle=(
+            f"INSERT INTO {candle} ({candle_columns})"  # noqa: S608
+            f" VALUES ({', '.join(['%s'] * len(CANDLE_COLUMNS))})"
+            f" ON CONFLICT ({bucket}) DO UPDATE SET {amount} = {candle}.{amount}"
+            f" + excluded.{amount}, {trades} = {candle}.{trades} + 1,"
+            f" {high} = {greatest}({candle}.{high}, excluded.{high}),"
+            f" {low} = {least}({candle}.{low}, excluded.{low}), {close} = excluded.{close}"
         ),
         trade=(
             f"INSERT INTO {sql_table(t)} ({trade_columns})"  # noqa: S608
             f" VALUES ({', '.join(['%s'] * len(TRADE_COLUMNS))}) RETURNING {sql_column(t, 'id')}"
+        ),
+        event=(
+            f"INSERT INTO {sql_table(m)} ({event_columns})"  # noqa: S608
+            f" VALUES ({', '.join(['%s'] * len(EVENT_COLUMNS))})"
         ),
     )
 
@@ -262,32 +412,39 @@ def _lock(environment_id: str, wallet: str) -> _Locked:
     if row is None:
         lock_position(lock_environment(environment_id), wallet)  # raises the refusal
         return _lock(environment_id, wallet)  # the position was created meanwhile
-    is_open, sequence, *values = row  # in the order of the statement's columns
-    reserves = dict(zip(RESERVES.values(), values[: len(RESERVES)], strict=True))
-    protocol_bps, creator_bps, position_id, sol_balance, token_balance = values[len(RESERVES) :]
+    is_open, sequence, round_, *values = row  # in the order of the statement's columns
+    columns = (*RESERVE_FIELDS, *MARKET_COLUMNS)
+    position_id, sol_balance, token_balance = values[len(columns) :]
     return _Locked(
         is_open=bool(is_open),
         sequence=sequence,
-        curve=curve.Curve(**reserves, protocol_fee_bps=protocol_bps, creator_fee_bps=creator_bps),
+        round=round_,
+        market=market_from_columns(dict(zip(columns, values[: len(columns)], strict=True))),
         position_id=position_id,
         sol_balance=sol_balance,
         token_balance=token_balance,
     )
 
 
-def _write(trade: Trade, position: Position, after: curve.Curve) -> int:
-    """Store the curve and sequence, the balances, the minute's volume and the trade; return
-    the trade's id.
+def _write(
+    trade: Trade,
+    position: Position,
+    after: quotes.Market,
+    graduation: protocol.MarketGraduated | None,
+) -> int:
+    """Store the market and sequence, the balances, the minute's candle, the trade and (when
+    the trade graduated the market) the graduation event; return the trade's id.
 
     Plain statements with the values already computed; on PostgreSQL they go in one pipeline,
-    one round trip while the environment's lock is held instead of four. The volume bucket is
-    an upsert: the environment's lock makes it race-free, and one statement serves the
-    minute's first trade and every later one.
+    one round trip while the environment's lock is held. The candle is an upsert: the
+    environment's lock makes it race-free, and one statement serves the minute's first trade
+    and every later one.
     """
     sql = _statements(connection.vendor)
     ops = connection.ops
     now = ops.adapt_datetimefield_value(trade.created_at)
     minute = ops.adapt_datetimefield_value(trade.created_at.replace(second=0, microsecond=0))
+    pool_after = after.pool
     # A pipeline reports a failed statement when it is read or closed, outside the cursor's
     # own error wrapping: the wrapper around it keeps the errors Django's (IntegrityError...).
     pipeline = (
@@ -298,12 +455,41 @@ def _write(trade: Trade, position: Position, after: curve.Curve) -> int:
     with connection.wrap_database_errors, connection.cursor() as cursor, pipeline:
         cursor.execute(
             sql.environment,
-            [*reserve_values(after), trade.sequence, trade.environment_id],
+            [
+                *reserve_values(after.curve),
+                after.phase,
+                0 if pool_after is None else pool_after.sol,
+                0 if pool_after is None else pool_after.token,
+                after.market_cap,
+                now,
+                trade.sequence if graduation is None else graduation.sequence,
+                None if graduation is None else now,
+                trade.environment_id,
+            ],
         )
         cursor.execute(
-            sql.position, [position.sol_balance, position.token_balance, now, position.pk]
+            sql.position, [position.sol_balance, position.token_balance, now, now, position.pk]
         )
-        cursor.execute(sql.volume, [trade.environment_id, minute, trade.sol_amount])
+        price = trade.price
+        cursor.execute(
+            sql.candle,
+            [trade.environment_id, trade.round, minute, trade.sol_amount, 1, *[price] * 4],
+        )
+        if graduation is not None:
+            data = MarketEvent._meta.get_field("data").get_db_prep_save(
+                protocol.dump(graduation), connection
+            )
+            cursor.execute(
+                sql.event,
+                [
+                    trade.environment_id,
+                    graduation.sequence,
+                    trade.round,
+                    MarketEvent.Kind.GRADUATED,
+                    data,
+                    now,
+                ],
+            )
         cursor.execute(
             sql.trade,
             [
@@ -315,6 +501,9 @@ def _write(trade: Trade, position: Position, after: curve.Curve) -> int:
                 trade.token_amount,
                 trade.protocol_fee,
                 trade.creator_fee,
+                trade.lp_fee,
+                trade.phase,
+                trade.round,
                 trade.sequence,
                 trade.virtual_sol_after,
                 trade.virtual_token_after,

@@ -14,6 +14,7 @@ from environments.models import Environment, Position
 from rewards.selectors import reward_view
 from trading import curve
 from trading.curve import LAMPORTS_PER_SOL, RAW_PER_TOKEN, CurveError
+from trading.quotes import quote
 from trading.selectors import volume_24h
 from voice.speech.intents import Command
 
@@ -70,31 +71,27 @@ def voice_answer(*, wallet: str, environment_id: str | None, command: Command) -
 
 
 def _market(environment: Environment, metric: str) -> str:
-    state = environment.curve
+    market = environment.market  # its curve, or its pool once graduated
     if metric == "volume":
         volume = volume_24h(environment.id, now=timezone.now())
         return f"{environment.name} traded {sol(volume)} in the last 24 hours."
     if metric == "marketCap":
-        return f"{environment.name}'s market cap is {sol(state.market_cap)}."
-    return f"{environment.name} is at {spoken_price(state.spot_price)} SOL per token."
+        return f"{environment.name}'s market cap is {sol(market.market_cap)}."
+    return f"{environment.name} is at {spoken_price(market.spot_price)} SOL per token."
 
 
 def _quote(environment: Environment, wallet: str, parameters: dict[str, str | bool]) -> str:
+    """The action restated with what it would get, from the quote the trade itself would run
+    (the curve or the pool, the environment's limits)."""
     if not environment.accepts_trades:
         return f"{environment.name} is not taking trades right now."
     position = Position.objects.filter(environment=environment, wallet=wallet).first()
-    state = environment.curve
-    try:
-        if parameters["isBuy"]:
-            spend = int(str(parameters["amount"]))
-            if position is not None and spend > position.sol_balance:
-                return f"You have only {sol(position.sol_balance)} to spend."
-            fill = state.buy(spend)
-            cost = fill.sol_amount + fill.fee
-            return (
-                f"Buy about {tokens(fill.token_amount)} tokens of {environment.name} "
-                f"for {sol(cost)}? Confirm to trade."
-            )
+    is_buy = bool(parameters["isBuy"])
+    if is_buy:
+        amount = int(str(parameters["amount"]))
+        if position is not None and amount > position.sol_balance:
+            return f"You have only {sol(position.sol_balance)} to spend."
+    else:
         held = position.token_balance if position else 0
         if "fraction" in parameters:
             amount = int(Decimal(held) * Decimal(str(parameters["fraction"])))
@@ -104,13 +101,22 @@ def _quote(environment: Environment, wallet: str, parameters: dict[str, str | bo
             amount = int(str(parameters["amount"]))
             if amount > held:
                 return f"You hold only {tokens(held)} tokens of {environment.name}."
-        fill = state.sell(amount)
-        return (
-            f"Sell {tokens(amount)} tokens of {environment.name} "
-            f"for about {sol(fill.sol_delta)}? Confirm to trade."
-        )
+    try:
+        quoted = quote(environment.market, amount=amount, is_buy=is_buy)
     except CurveError:
         return "That amount is too small to trade."
+    if quoted.refusal is not None:
+        return f"{environment.name} would refuse that: {quoted.refusal.message}."
+    fill = quoted.fill
+    if is_buy:
+        return (
+            f"Buy about {tokens(fill.token_amount)} tokens of {environment.name} "
+            f"for {sol(-fill.sol_delta)}? Confirm to trade."
+        )
+    return (
+        f"Sell {tokens(amount)} tokens of {environment.name} "
+        f"for about {sol(fill.sol_delta)}? Confirm to trade."
+    )
 
 
 def _rewards(wallet: str, *, claim: bool) -> str:

@@ -18,7 +18,8 @@ from nacl.signing import SigningKey
 from environments.models import ChatMessage, Environment, Position
 from environments.services import environment_create
 from gateway.client import FunPumpClient, sign_in, wallet_of
-from trading.models import Trade
+from trading.models import MarketEvent, Trade
+from trading.state import Phase
 from wallets.services import token_issue
 
 pytestmark = pytest.mark.asyncio
@@ -153,6 +154,11 @@ async def test_concurrent_traders_lose_nothing_and_conserve_sol_and_tokens(postg
             "sol": positions.aggregate(total=Sum("sol_balance"))["total"],
             "tokens": positions.aggregate(total=Sum("token_balance"))["total"],
             "fees": sum(trade.fee for trade in trades),
+            # The LP fee stays in the pool; the protocol's and the creator's leave the market.
+            "fees_out": sum(trade.protocol_fee + trade.creator_fee for trade in trades),
+            "events": list(
+                MarketEvent.objects.filter(environment=refreshed).values_list("sequence", flat=True)
+            ),
             "negative": positions.filter(sol_balance__lt=0).count()
             + positions.filter(token_balance__lt=0).count(),
             "positions": positions.count(),
@@ -161,20 +167,30 @@ async def test_concurrent_traders_lose_nothing_and_conserve_sol_and_tokens(postg
     book = await sync_to_async(ledger)()
     refreshed = book["environment"]
     assert book["trades"] == executed  # nothing lost, nothing doubled
-    assert book["sequences"] == list(range(1, executed + 1))
-    assert refreshed.sequence == executed
+    # The trades and, when the buying completed the curve, its graduation: one gapless sequence.
+    assert sorted(book["sequences"] + book["events"]) == list(range(1, refreshed.sequence + 1))
+    assert refreshed.sequence == executed + len(book["events"])
     assert book["negative"] == 0
     assert book["positions"] == wallets
-    # Conservation: every lamport that came in is in a balance, in the curve or in fees.
-    assert book["sol"] + refreshed.real_sol_reserves + book["fees"] == wallets * 100 * 10**9
-    assert book["tokens"] + refreshed.real_token_reserves == refreshed.initial_real_token
+    # Conservation: every lamport that came in is in a balance, in the curve (or the pool it
+    # migrated to, less the migration fee) or in fees that left the market.
+    if refreshed.phase == Phase.POOL:
+        assert (
+            book["sol"] + refreshed.pool_sol_reserves + book["fees_out"] + refreshed.migration_fee
+            == wallets * 100 * 10**9
+        )
+        assert book["tokens"] + refreshed.pool_token_reserves == refreshed.total_supply
+    else:
+        assert book["sol"] + refreshed.real_sol_reserves + book["fees"] == wallets * 100 * 10**9
+        assert book["tokens"] + refreshed.real_token_reserves == refreshed.initial_real_token
     assert refreshed.virtual_sol_reserves - refreshed.real_sol_reserves == 30 * 10**9
 
-    # Every client saw every trade exactly once, in sequence order.
+    # Every client saw every event exactly once, in sequence order.
+    sequenced = ("VIRTUAL_TRADE_EXECUTED", "MARKET_GRADUATED")
     for recorder in recorders:
         await recorder.wait_for(executed, "VIRTUAL_TRADE_EXECUTED", timeout=30)
-        seen = [m["data"]["sequence"] for m in recorder.of_type("VIRTUAL_TRADE_EXECUTED")]
-        assert seen == list(range(1, executed + 1))
+        seen = [m["data"]["sequence"] for m in recorder.messages if m["type"] in sequenced]
+        assert seen == list(range(1, refreshed.sequence + 1))
     await asyncio.gather(*(client.close() for client in clients))
 
 

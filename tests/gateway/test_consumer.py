@@ -383,11 +383,16 @@ async def test_a_closed_environment_refuses_trades_before_checking_balances(alic
     await socket.disconnect()
 
 
-async def test_a_complete_curve_is_closed(alice, make_environment):
-    environment = await database_call(make_environment, starting_sol_balance=10**13)
+async def test_a_complete_curve_graduates_and_trading_goes_on(alice, make_environment):
+    environment = await database_call(
+        make_environment, starting_sol_balance=10**13, max_trade_lamports=None
+    )
     socket = await joined(alice, environment)
     bought = await ask(socket, trade(environment, "1000000000000"))
     assert bought["type"] == "VIRTUAL_TRADE_EXECUTED"
+    assert int(bought["data"]["unspent"]) > 900 * 10**9  # it stopped at completion
+    graduated = json.loads(await socket.receive_from(timeout=5))
+    assert (graduated["type"], graduated["data"]["sequence"]) == ("MARKET_GRADUATED", 2)
     state = await ask(
         socket,
         {
@@ -397,7 +402,10 @@ async def test_a_complete_curve_is_closed(alice, make_environment):
     )
     assert state["data"]["complete"] is True
     assert state["data"]["realTokenReserves"] == "0"
-    assert_error(await ask(socket, trade(environment, "1000000000")), "ENVIRONMENT_CLOSED")
+    assert state["data"]["phase"] == "pool"
+    assert state["data"]["pool"] == graduated["data"]["pool"]
+    again = await ask(socket, trade(environment, "1000000000"))
+    assert (again["type"], again["data"]["sequence"]) == ("VIRTUAL_TRADE_EXECUTED", 3)
     await socket.disconnect()
 
 

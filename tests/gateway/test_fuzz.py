@@ -2,7 +2,7 @@
 
 Every frame must get well-formed answers (one per message, one per batch item), the
 connection must survive, no internals may leak, and the database may change only by what the
-server reported as done.
+server reported as done; on the curve and in the pool phase.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from hypothesis import strategies as st
 
 import protocol
 from environments.models import ChatMessage, Environment, Position
-from environments.services import environment_create
+from environments.services import environment_create, environment_join
 from kernel.realtime import Hub
 from tests.conftest import Wallet, open_socket
 from trading.models import Trade
+from trading.services import trade_execute
+from trading.state import CurveConstants
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,6 +71,14 @@ def valid_messages(environment_id: str, wallet: str) -> st.SearchStrategy[dict[s
                 "data": {"environmentId": environment_id, "amount": amount, "isBuy": is_buy},
             },
             st.integers(min_value=1, max_value=5 * 10**9).map(str),
+            st.booleans(),
+        ),
+        st.builds(
+            lambda amount, is_buy: {
+                "type": "QUOTE_TRADE",
+                "data": {"environmentId": environment_id, "amount": amount, "isBuy": is_buy},
+            },
+            st.integers(min_value=1, max_value=60 * 10**9).map(str),
             st.booleans(),
         ),
         st.builds(
@@ -178,9 +188,18 @@ def ledger(environment_id: str) -> dict[str, int]:
     }
 
 
-@pytest.fixture
-def room(settings_fixture: Any) -> tuple[str, Wallet]:
-    environment = environment_create(name="Fuzz")
+@pytest.fixture(params=["curve", "pool"])
+def room(request: Any, settings_fixture: Any) -> tuple[str, Wallet]:
+    """A room on its curve, or one whose curve another wallet bought out (its pool phase)."""
+    if request.param == "curve":
+        return environment_create(name="Fuzz").id, Wallet()
+    environment = environment_create(
+        name="Fuzz pool", constants=CurveConstants(max_trade_lamports=None)
+    )
+    whale = Wallet().address
+    environment_join(environment_id=environment.id, wallet=whale)
+    trade_execute(environment_id=environment.id, wallet=whale, amount=100 * 10**9, is_buy=True)
+    assert Environment.objects.get(pk=environment.id).phase == "pool"
     return environment.id, Wallet()
 
 
@@ -209,19 +228,31 @@ def test_random_and_mutated_frames_get_well_formed_answers(room, data):
         }
         await socket.send_to(text_data=json.dumps(join))
         assert json.loads(await socket.receive_from(timeout=5))["type"] == "ENVIRONMENT_STATE"
-        done = {"trades": 0, "chat": 0}
+        done = {"trades": 0, "chat": 0, "graduated": 0}
+        graduations = 0  # trades whose own copy says the curve completed
         for frame in batch:
             # Raw input: the communicator's helper refuses an empty text frame.
             await socket.send_input({"type": "websocket.receive", "text": frame})
-            for _ in range(expected_answers(frame)):
+            answered = 0
+            while answered < expected_answers(frame):
                 answer = json.loads(await socket.receive_from(timeout=5))
                 check_answer(answer)
+                if answer["type"] == "MARKET_GRADUATED":  # a broadcast, not an answer
+                    done["graduated"] += 1
+                    continue
+                answered += 1
                 if answer["data"].get("replay"):
                     continue  # a repeated requestId: answered again, not run again
                 if answer["type"] == "VIRTUAL_TRADE_EXECUTED":
                     done["trades"] += 1
+                    graduations += "unspent" in answer["data"]
                 elif answer["type"] == "CHAT_MESSAGE":
                     done["chat"] += 1
+        while done["graduated"] < graduations:  # sent once, after the completing trade
+            answer = json.loads(await socket.receive_from(timeout=5))
+            assert answer["type"] == "MARKET_GRADUATED", answer
+            done["graduated"] += 1
+        assert done["graduated"] == graduations <= 1
         assert await socket.receive_nothing(timeout=0.05)
         # Still alive after everything.
         await socket.send_to(text_data='{"type": "HEARTBEAT"}')
@@ -233,7 +264,9 @@ def test_random_and_mutated_frames_get_well_formed_answers(room, data):
             await hub.close()
         assert after["trades"] - before["trades"] == done["trades"]
         assert after["chat"] - before["chat"] == done["chat"]
-        assert after["sequence"] - before["sequence"] == done["trades"] + done["chat"]
+        assert after["sequence"] - before["sequence"] == (
+            done["trades"] + done["chat"] + done["graduated"]
+        )
         return done
 
     async_to_sync(exchange)()

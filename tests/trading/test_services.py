@@ -32,6 +32,7 @@ from tests.conftest import (
     position,
     snapshot,
 )
+from trading import quotes
 from trading.curve import (
     DEFAULT_CREATOR_FEE_BPS,
     DEFAULT_PROTOCOL_FEE_BPS,
@@ -42,8 +43,9 @@ from trading.curve import (
     LAMPORTS_PER_SOL,
     fee,
 )
-from trading.models import Trade, VolumeMinute
+from trading.models import MarketEvent, MinuteCandle, Trade
 from trading.services import TradeResult, trade_execute
+from trading.state import Phase
 
 pytestmark = pytest.mark.django_db
 
@@ -60,6 +62,14 @@ def sell(environment: Environment, wallet: str, amount: int, **kwargs: Any) -> T
     return trade_execute(
         environment_id=environment.id, wallet=wallet, amount=amount, is_buy=False, **kwargs
     )
+
+
+@pytest.fixture
+def unlimited(make_environment: MakeEnvironment) -> Environment:
+    """The default environment without the default trade-size limit, A and B joined."""
+    environment = make_environment(max_trade_lamports=None)
+    join(environment, WALLET_A, WALLET_B)
+    return environment
 
 
 @pytest.fixture
@@ -215,16 +225,20 @@ def test_fixture_curve_vector_at_100_plus_0_bps(env100: Environment) -> None:
     assert b.sol_balance == DEFAULT_STARTING_SOL - rows[1].sol_amount - rows[1].protocol_fee
 
 
-def test_buy_that_completes_the_curve_pays_only_for_what_is_left(joined: Environment) -> None:
-    expected = joined.curve.buy(DEFAULT_STARTING_SOL)
+def test_buy_that_completes_the_curve_pays_only_for_what_is_left(
+    unlimited: Environment,
+) -> None:
+    expected = unlimited.curve.buy(DEFAULT_STARTING_SOL)
     assert expected.token_amount == DEFAULT_REAL_TOKEN  # 100 SOL buys out the curve
-    buy(joined, WALLET_A, DEFAULT_STARTING_SOL)
-    environment = fresh(joined)
+    result = buy(unlimited, WALLET_A, DEFAULT_STARTING_SOL)
+    environment = fresh(unlimited)
     assert environment.complete
     assert environment.real_token_reserves == 0
-    a = position(joined, WALLET_A)
+    assert environment.phase == Phase.POOL  # graduated: see tests/trading/test_graduation.py
+    a = position(unlimited, WALLET_A)
     assert a.token_balance == DEFAULT_REAL_TOKEN
     assert a.sol_balance == DEFAULT_STARTING_SOL - expected.sol_amount - expected.fee > 0
+    assert result.own.unspent == str(a.sol_balance)
 
 
 def test_slippage_guard_at_exactly_the_result_passes(joined: Environment) -> None:
@@ -266,11 +280,16 @@ def test_closed_environment(joined: Environment) -> None:
     assert fresh(joined).sequence == 2
 
 
-def test_complete_curve_is_closed(joined: Environment) -> None:
-    buy(joined, WALLET_A, DEFAULT_STARTING_SOL)
-    assert fresh(joined).complete
+def complete_without_pool(environment: Environment) -> None:
+    """A curve completed before graduation existed: complete, still in the curve phase."""
+    Environment.objects.filter(pk=environment.pk).update(real_token_reserves=0)
+
+
+def test_complete_curve_never_migrated_is_closed(joined: Environment) -> None:
+    tokens = buy(joined, WALLET_A, SOL).trade.token_amount
+    complete_without_pool(joined)
     assert_refused(ErrorCode.ENVIRONMENT_CLOSED, lambda: buy(joined, WALLET_B, SOL))
-    assert_refused(ErrorCode.ENVIRONMENT_CLOSED, lambda: sell(joined, WALLET_A, 10**12))
+    assert_refused(ErrorCode.ENVIRONMENT_CLOSED, lambda: sell(joined, WALLET_A, tokens))
 
 
 def test_insufficient_sol(joined: Environment) -> None:
@@ -337,7 +356,7 @@ def test_closed_beats_insufficient_balance(joined: Environment) -> None:
 
 
 def test_complete_beats_insufficient_balance(joined: Environment) -> None:
-    buy(joined, WALLET_A, DEFAULT_STARTING_SOL)
+    complete_without_pool(joined)
     assert_refused(
         ErrorCode.ENVIRONMENT_CLOSED, lambda: buy(joined, WALLET_B, DEFAULT_STARTING_SOL + 1)
     )
@@ -500,7 +519,7 @@ def test_one_volume_bucket_per_minute_sums_the_trades(joined: Environment) -> No
     third = buy(joined, WALLET_B, 2 * SOL).trade
     buckets = {
         bucket.minute: bucket.sol_amount
-        for bucket in VolumeMinute.objects.filter(environment=joined)
+        for bucket in MinuteCandle.objects.filter(environment=joined)
     }
     expected: dict[Any, int] = {}
     for trade in (first, second, third):
@@ -530,7 +549,7 @@ def test_a_failed_write_rolls_the_whole_trade_back(joined: Environment) -> None:
         buy(joined, WALLET_A, SOL, request_id="taken-sequence")
     assert snapshot() == before
     assert not Receipt.objects.exists()
-    assert not VolumeMinute.objects.exists()
+    assert not MinuteCandle.objects.exists()
 
 
 # --- conservation under random trading -----------------------------------------------------------
@@ -552,13 +571,13 @@ def random_amount(rng: random.Random, available: int) -> int:
 def test_conservation_under_random_trades(make_environment: MakeEnvironment, seed: int) -> None:
     rng = random.Random(seed)
     environment = make_environment(
-        starting_sol_balance=40 * SOL,
+        starting_sol_balance=60 * SOL,
         protocol_fee_bps=rng.choice([0, 95, 100]),
         creator_fee_bps=rng.choice([0, 30]),
     )
     wallets = [WALLET_A, WALLET_B, WALLET_C]
     join(environment, *wallets)
-    model = environment.curve  # the curve as the pure-math model says it should be
+    model = environment.market  # the market as the pure-math model says it should be
     accepted = refused = 0
 
     for _ in range(48):
@@ -593,18 +612,19 @@ def test_conservation_under_random_trades(make_environment: MakeEnvironment, see
             assert snapshot() == before
             continue
         accepted += 1
-        fill = model.trade(amount=amount, is_buy=is_buy)
-        model = fill.curve
+        expected = quotes.quote(model, amount=amount, is_buy=is_buy)
+        fill = expected.fill
+        model = model.after(expected)
         assert result.trade.sol_amount == fill.sol_amount
         assert result.trade.token_amount == fill.token_amount
         assert result.trade.fee == fill.fee
 
-    # Some seeds buy the curve out (ENVIRONMENT_CLOSED from then on); all of them trade first.
+    # Some seeds buy the curve out and trade on in the pool; all of them trade first.
     assert accepted >= 5
     assert refused > 0
 
     environment = fresh(environment)
-    assert environment.curve == model
+    assert environment.market == model
     positions = list(Position.objects.filter(environment=environment))
     trades = list(Trade.objects.filter(environment=environment))
     chats = list(ChatMessage.objects.filter(environment=environment))
@@ -613,27 +633,40 @@ def test_conservation_under_random_trades(make_environment: MakeEnvironment, see
     assert environment.real_sol_reserves >= 0
     assert environment.real_token_reserves >= 0
 
+    # The LP fee stays in the pool; the protocol and creator fees and the migration fee leave.
     fees = sum(t.protocol_fee + t.creator_fee for t in trades)
+    graduated = environment.phase == Phase.POOL
+    market_sol = environment.pool_sol_reserves if graduated else environment.real_sol_reserves
+    migration_fee = environment.migration_fee if graduated else 0
     assert (
-        sum(p.sol_balance for p in positions) + environment.real_sol_reserves + fees
+        sum(p.sol_balance for p in positions) + market_sol + fees + migration_fee
         == len(wallets) * environment.starting_sol_balance
     )
-    assert (
-        sum(p.token_balance for p in positions) + environment.real_token_reserves
-        == environment.initial_real_token
+    market_tokens = (
+        environment.pool_token_reserves
+        - (environment.total_supply - environment.initial_real_token)
+        if graduated
+        else environment.real_token_reserves
     )
+    assert sum(p.token_balance for p in positions) + market_tokens == environment.initial_real_token
     assert environment.virtual_sol_reserves - environment.real_sol_reserves == (
         environment.initial_virtual_sol
     )
     assert environment.virtual_token_reserves - environment.real_token_reserves == (
         environment.initial_virtual_token - environment.initial_real_token
     )
+    assert sum(t.phase == Phase.POOL for t in trades) == 0 or graduated
 
-    sequences = sorted([t.sequence for t in trades] + [c.sequence for c in chats])
+    events = list(MarketEvent.objects.filter(environment=environment))
+    assert len(events) == int(graduated)
+    sequences = sorted(
+        [t.sequence for t in trades] + [c.sequence for c in chats] + [e.sequence for e in events]
+    )
     assert sequences == list(range(1, len(sequences) + 1))
-    assert environment.sequence == len(sequences) == accepted + len(chats)
+    assert environment.sequence == len(sequences) == accepted + len(chats) + len(events)
     last = max(trades, key=lambda t: t.sequence)
     assert (last.virtual_sol_after, last.virtual_token_after) == (
-        environment.virtual_sol_reserves,
-        environment.virtual_token_reserves,
+        (environment.pool_sol_reserves, environment.pool_token_reserves)
+        if last.phase == Phase.POOL
+        else (environment.virtual_sol_reserves, environment.virtual_token_reserves)
     )
