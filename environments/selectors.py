@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import BigIntegerField, Case, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
 import protocol
@@ -15,8 +16,19 @@ from kernel.realtime import Event
 from protocol.errors import DomainError, ErrorCode
 from trading import curve
 from trading.market import market_snapshot
-from trading.models import Trade
-from trading.selectors import trade_view, trades_recent, volume_24h
+from trading.models import MarketEvent, Trade
+from trading.selectors import (
+    VOLUME_WINDOW,
+    market_analytics,
+    market_analytics_many,
+    market_cap,
+    market_price,
+    pool_view,
+    trade_view,
+    trades_recent,
+    volume_expression,
+)
+from trading.state import Phase
 
 HISTORY_SIZE = 50
 
@@ -25,12 +37,51 @@ def environment_get(environment_id: str) -> Environment | None:
     return Environment.objects.filter(pk=environment_id).first()
 
 
-def environment_list() -> QuerySet[Environment]:
-    return Environment.objects.order_by("-created_at", "id")
+# The lobby's orders (pump.fun's board), each ending on unique keys so that pages never overlap.
+SORTS = ("newest", "marketCap", "volume24h", "lastTrade")
 
 
-def _summary_fields(environment: Environment, *, participants: int) -> dict[str, Any]:
-    state = environment.curve
+def environment_list(sort: str = "newest", *, now: datetime | None = None) -> QuerySet[Environment]:
+    """Environments in the lobby's ``sort`` order (one of :data:`SORTS`):
+
+    - ``newest``: the most recently created first;
+    - ``marketCap``: the largest ``market_cap`` (kept by every trade) first;
+    - ``lastTrade``: the most recently traded first, never traded ones last;
+    - ``volume24h``: the largest 24 h volume of the current round first. Only environments
+      traded in the last 24 hours (``last_trade_at``) have their volume computed, the others
+      sort as 0; ties (and all of those) by the last trade, then newest.
+    """
+    environments = Environment.objects.all()
+    newest = ("-created_at", "id")
+    last_trade = F("last_trade_at").desc(nulls_last=True)
+    if sort == "newest":
+        return environments.order_by(*newest)
+    if sort == "marketCap":
+        return environments.order_by("-market_cap", *newest)
+    if sort == "lastTrade":
+        return environments.order_by(last_trade, *newest)
+    if sort == "volume24h":
+        now = timezone.now() if now is None else now
+        volume = Case(
+            When(last_trade_at__gt=now - VOLUME_WINDOW, then=volume_expression(now)),
+            default=Value(0),
+            output_field=BigIntegerField(),
+        )
+        return environments.alias(volume24h=volume).order_by("-volume24h", last_trade, *newest)
+    raise DomainError(
+        ErrorCode.INVALID_MESSAGE,
+        f"sort must be one of {', '.join(SORTS)}",
+        {"field": "sort"},
+    )
+
+
+def _summary_fields(
+    environment: Environment, *, participants: int, analytics: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The summary's fields; ``analytics``: the environment's :func:`market_analytics` when the
+    caller read them already (a list reads them for all its environments at once)."""
+    if analytics is None:
+        analytics = market_analytics(environment, now=timezone.now())
     return {
         "id": environment.id,
         "name": environment.name,
@@ -42,28 +93,51 @@ def _summary_fields(environment: Environment, *, participants: int) -> dict[str,
         "realTokenReserves": str(environment.real_token_reserves),
         "complete": environment.complete,
         "isOpen": environment.is_open,
-        "price": curve.format_price(state.spot_price),
-        "marketCap": str(state.market_cap),
+        # The curve's, or the pool's once graduated (the frozen curve stays in the reserves).
+        "price": curve.format_price(market_price(environment)),
+        "marketCap": str(market_cap(environment)),
         "sequence": environment.sequence,
         "fees": protocol.Fees(
             protocolBps=environment.protocol_fee_bps, creatorBps=environment.creator_fee_bps
         ),
         "launchedBy": environment.launched_by or None,
         "createdAt": millis(environment.created_at),
+        "phase": environment.phase,
+        "pool": pool_view(environment),
+        "limits": protocol.TradingLimits(
+            minTradeSol=str(environment.min_trade_lamports),
+            maxTradeSol=None
+            if environment.max_trade_lamports is None
+            else str(environment.max_trade_lamports),
+            maxPriceImpactBps=environment.max_price_impact_bps,
+            startingBalance=str(environment.starting_sol_balance),
+        ),
+        "round": environment.round,
+        "lastTradeAt": millis(environment.last_trade_at) if environment.last_trade_at else None,
+        **analytics,
     }
 
 
 def environment_summary(
-    environment: Environment, *, participants: int
+    environment: Environment, *, participants: int, analytics: dict[str, Any] | None = None
 ) -> protocol.EnvironmentSummary:
     """The environment without chat, trades or balance: the HTTP shape."""
-    return protocol.EnvironmentSummary(**_summary_fields(environment, participants=participants))
+    return protocol.EnvironmentSummary(
+        **_summary_fields(environment, participants=participants, analytics=analytics)
+    )
 
 
 def environment_summaries(environments: list[Environment]) -> list[protocol.EnvironmentSummary]:
+    """Summaries of a page of environments: one statement reads every environment's analytics
+    (grouped subqueries), one presence call their participant counts."""
     counts = presence.backend().counts([environment.id for environment in environments])
+    analytics = market_analytics_many(environments, now=timezone.now())
     return [
-        environment_summary(environment, participants=counts.get(environment.id, 0))
+        environment_summary(
+            environment,
+            participants=counts.get(environment.id, 0),
+            analytics=analytics[environment.id],
+        )
         for environment in environments
     ]
 
@@ -109,12 +183,26 @@ def environment_events(environment_id: str, after: int, upto: int) -> list[Event
     chat = ChatMessage.objects.filter(
         environment_id=environment_id, sequence__gt=after, sequence__lte=upto
     )
+    market_events = MarketEvent.objects.filter(
+        environment_id=environment_id, sequence__gt=after, sequence__lte=upto
+    )
     events = [
         Event(environment_id, trade.sequence, "VIRTUAL_TRADE_EXECUTED", trade_executed_view(trade))
         for trade in trades
     ]
     events += [
         Event(environment_id, line.sequence, "CHAT_MESSAGE", chat_view(line)) for line in chat
+    ]
+    # Graduations and new rounds were stored with their data as broadcast; read back through
+    # their declaration, so the frame is the same (fields in declared order).
+    events += [
+        Event(
+            environment_id,
+            row.sequence,
+            row.kind,
+            protocol.SERVER_MESSAGES[row.kind].model_validate(row.data),
+        )
+        for row in market_events
     ]
     return sorted(events, key=lambda event: event.sequence)
 
@@ -153,15 +241,19 @@ def environment_state(
             else participants,
         ),
         chatHistory=[chat_view(message) for message in reversed(chat[:HISTORY_SIZE])],
-        trades=[trade_view(trade) for trade in trades_recent(environment.id, upto=upto)],
+        trades=[
+            trade_view(trade)
+            for trade in trades_recent(environment.id, upto=upto, round_=environment.round)
+        ],
         balance=balance_view(position),
         marketPrice=market["price"] if market else None,
     )
 
 
 def price_target(*, mint: str, environment_id: str | None) -> str:
-    """The environment whose curve prices ``mint`` for a ``SUBSCRIBE_PRICE``: the one asked for,
-    else the most recently created one open for trading (not closed, its curve not complete)."""
+    """The environment whose market prices ``mint`` for a ``SUBSCRIBE_PRICE``: the one asked for,
+    else the most recently created one open for trading (not closed; on its pool, or on a curve
+    not complete)."""
     if environment_id is not None:
         environment = environment_get(environment_id)
         if environment is None:
@@ -174,8 +266,11 @@ def price_target(*, mint: str, environment_id: str | None) -> str:
             )
         return environment.id
     latest = (
-        # A complete curve (no real tokens left) takes no trades: its price is history.
-        Environment.objects.filter(token_mint=mint, is_open=True, real_token_reserves__gt=0)
+        # A graduated market trades on its pool; a complete curve that never migrated (one
+        # completed before graduation existed) takes no trades: its price is history.
+        Environment.objects.filter(
+            Q(real_token_reserves__gt=0) | Q(phase=Phase.POOL), token_mint=mint, is_open=True
+        )
         .order_by("-created_at")
         .values_list("id", flat=True)
         .first()
@@ -186,15 +281,20 @@ def price_target(*, mint: str, environment_id: str | None) -> str:
 
 
 def price_update(*, environment_id: str) -> protocol.PriceUpdate:
-    """The data of a ``PRICE_UPDATE`` for an environment's curve, as of now."""
-    environment = Environment.objects.get(pk=environment_id)
-    state = environment.curve
+    """The data of a ``PRICE_UPDATE`` for an environment's market (its curve, or its pool once
+    graduated), as of now: one statement, the 24 h volume of the current round read with the
+    environment row."""
     now = timezone.now()
+    environment = Environment.objects.annotate(volume24h=volume_expression(now)).get(
+        pk=environment_id
+    )
     return protocol.PriceUpdate(
         mintAddress=environment.token_mint,
-        price=curve.format_price(state.spot_price),
-        volume=str(volume_24h(environment.id, now=now)),
+        price=curve.format_price(market_price(environment)),
+        volume=str(environment.volume24h),
         timestamp=millis(now),
         environmentId=environment.id,
-        marketCap=str(state.market_cap),
+        marketCap=str(market_cap(environment)),
+        phase="pool" if environment.phase == Phase.POOL else "curve",
+        pool=pool_view(environment),
     )

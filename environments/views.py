@@ -5,22 +5,33 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from rest_framework import permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 import protocol
-from environments.selectors import environment_get, environment_list, environment_summaries
+from environments.selectors import (
+    SORTS,
+    environment_get,
+    environment_list,
+    environment_summaries,
+)
 from environments.services import environment_create
 from idempotency.services import Replay
+from kernel.clock import millis
 from protocol.errors import DomainError, ErrorCode
-from trading.selectors import trade_view, trades_page
+from protocol.messages import U64, Price
+from trading.selectors import INTERVALS, candles_page, stored_price, trade_view, trades_page
 from wallets.services import user_wallet
 
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
+MAX_CANDLES = 1000
+DEFAULT_CANDLES = 200
+# 9999-01-01T00:00:00Z: far enough, and a day's interval after it still fits a datetime.
+MAX_MILLIS = 253_370_764_800_000
 
 
 class LaunchRequest(serializers.Serializer[Any]):
@@ -74,8 +85,68 @@ class PageQuery(serializers.Serializer[Any]):
     offset = serializers.IntegerField(required=False, min_value=0, max_value=10**9)
 
 
+class ListQuery(PageQuery):
+    sort = serializers.ChoiceField(
+        choices=SORTS,
+        required=False,
+        error_messages={"invalid_choice": f"sort must be one of {', '.join(SORTS)}"},
+        help_text=(
+            "newest (default): the most recently created first; marketCap: the largest market "
+            "cap first; volume24h: the largest 24 h volume of the current round first (markets "
+            "not traded in 24 h after, by last trade); lastTrade: the most recently traded "
+            "first, never traded ones last."
+        ),
+    )
+
+
+class CandleQuery(serializers.Serializer[Any]):
+    interval = serializers.ChoiceField(
+        choices=list(INTERVALS),
+        required=False,
+        error_messages={"invalid_choice": f"interval must be one of {', '.join(INTERVALS)}"},
+        help_text="Candle length, aligned on UTC epoch multiples; 1m when absent.",
+    )
+    before = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_MILLIS,
+        help_text="Milliseconds since the epoch: only candles starting before (exclusive).",
+    )
+    limit = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_CANDLES,
+        help_text=f"At most {MAX_CANDLES} intervals; {DEFAULT_CANDLES} when absent.",
+    )
+    round = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=2**31 - 1,
+        help_text="An earlier round of the room (1 is the first); the current one when absent.",
+    )
+
+
+class CandleView(BaseModel):
+    """One OHLCV candle: trade prices in SOL per whole token (fees excluded)."""
+
+    time: int = Field(description="The interval's start, milliseconds since the Unix epoch.")
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: U64 = Field(description="Lamports traded (solAmount), fees excluded.")
+    trades: int
+
+
+class CandlePage(BaseModel):
+    """Candles oldest first; ``next`` continues with the older ones (null: none older)."""
+
+    results: list[CandleView]
+    next: str | None
+
+
 class EnvironmentPage(BaseModel):
-    """A page of environments, newest first."""
+    """A page of environments, in the order asked (newest first by default)."""
 
     results: list[protocol.EnvironmentSummary]
     next: str | None
@@ -96,25 +167,27 @@ class IsWallet(permissions.BasePermission):
 
 
 class EnvironmentListView(APIView):
-    """List environments (newest first) or launch one."""
+    """List environments (newest first, or as ``sort`` says) or launch one."""
 
     def get_permissions(self) -> list[permissions.BasePermission]:
         return [IsWallet()] if self.request.method == "POST" else []
 
     @extend_schema(
-        operation_id="environments_list", parameters=[PageQuery], responses=EnvironmentPage
+        operation_id="environments_list", parameters=[ListQuery], responses=EnvironmentPage
     )
     def get(self, request: Request) -> Response:
-        query = PageQuery(data=request.query_params)
+        query = ListQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         limit = query.validated_data.get("limit", DEFAULT_PAGE)
         offset = query.validated_data.get("offset", 0)
-        page = list(environment_list()[offset : offset + limit + 1])
+        sort = query.validated_data.get("sort")
+        page = list(environment_list(sort or "newest")[offset : offset + limit + 1])
         next_url = None
         if len(page) > limit:
             page = page[:limit]
+            sorted_by = f"&sort={sort}" if sort else ""
             next_url = request.build_absolute_uri(
-                f"{request.path}?offset={offset + limit}&limit={limit}"
+                f"{request.path}?offset={offset + limit}&limit={limit}{sorted_by}"
             )
         results = [protocol.dump(summary) for summary in environment_summaries(page)]
         return Response({"results": results, "next": next_url})
@@ -184,4 +257,55 @@ class TradeListView(APIView):
                 f"{request.path}?before={trades[-1].sequence}&limit={limit}"
             )
         results = [protocol.dump(trade_view(trade)) for trade in trades]
+        return Response({"results": results, "next": next_url})
+
+
+class CandleListView(APIView):
+    """OHLCV candles of a round (the current one by default), oldest first within a page;
+    ``next`` pages back to older candles."""
+
+    @extend_schema(
+        operation_id="environments_candles", parameters=[CandleQuery], responses=CandlePage
+    )
+    def get(self, request: Request, environment_id: str) -> Response:
+        environment = environment_get(environment_id)
+        if environment is None:
+            raise DomainError(ErrorCode.ENVIRONMENT_NOT_FOUND, "environment not found")
+        query = CandleQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        interval = query.validated_data.get("interval", "1m")
+        limit = query.validated_data.get("limit", DEFAULT_CANDLES)
+        round_ = query.validated_data.get("round")
+        if round_ is not None and round_ > environment.round:
+            raise DomainError(
+                ErrorCode.INVALID_MESSAGE,
+                f"round must be between 1 and {environment.round}, the current round",
+                {"field": "round", "round": environment.round},
+            )
+        page = candles_page(
+            environment.id,
+            round_=environment.round if round_ is None else round_,
+            seconds=INTERVALS[interval],
+            before=query.validated_data.get("before"),
+            limit=limit,
+        )
+        next_url = None
+        if page.older is not None:
+            rounded = "" if round_ is None else f"&round={round_}"
+            next_url = request.build_absolute_uri(
+                f"{request.path}?interval={interval}&before={millis(page.older)}"
+                f"&limit={limit}{rounded}"
+            )
+        results = [
+            {
+                "time": millis(candle.start),
+                "open": stored_price(candle.open),
+                "high": stored_price(candle.high),
+                "low": stored_price(candle.low),
+                "close": stored_price(candle.close),
+                "volume": str(candle.volume),
+                "trades": candle.trades,
+            }
+            for candle in page.candles
+        ]
         return Response({"results": results, "next": next_url})

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db.models import Sum
-from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 import protocol
+from environments.models import Environment
 from environments.selectors import price_update
-from environments.services import environment_create, environment_join, generate_mint
+from environments.services import environment_create, generate_mint
 from tests.conftest import Wallet, open_socket
+from tests.trading.history import Clock, trade_at
 from trading.curve import DEFAULT_STARTING_SOL
-from trading.models import Trade, VolumeMinute
 from trading.selectors import volume_24h
-from trading.services import trade_execute
+from trading.state import CurveConstants
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -124,37 +124,55 @@ async def test_without_an_environment_the_latest_open_environment_of_the_mint_pr
     await watcher.disconnect()
 
 
-async def test_without_an_environment_a_complete_curve_never_prices_the_mint(alice):
+async def test_without_an_environment_a_graduated_market_prices_the_mint_from_its_pool(alice):
     mint = generate_mint()
-    older = await sync_to_async(environment_create)(name="Still trading", token_mint=mint)
-    newer = await sync_to_async(environment_create)(name="Bought out", token_mint=mint)
+    await sync_to_async(environment_create)(name="Still trading", token_mint=mint)
+    unlimited = CurveConstants(max_trade_lamports=None)
+    newer = await sync_to_async(environment_create)(
+        name="Graduated", token_mint=mint, constants=unlimited
+    )
     socket = await trader(alice, newer)
     bought = await ask(socket, buy(newer, amount=str(DEFAULT_STARTING_SOL)))  # the whole curve
     assert bought["type"] == "VIRTUAL_TRADE_EXECUTED"
-    assert bought["data"]["newReserves"]["token"] == str(
-        newer.virtual_token_reserves - newer.real_token_reserves
-    )
+    graduated = json.loads(await socket.receive_from(timeout=5))
+    assert graduated["type"] == "MARKET_GRADUATED"
+    pool = graduated["data"]["pool"]
     watcher = await open_socket()
     reply = await ask(watcher, {"type": "SUBSCRIBE_PRICE", "data": {"mintAddress": mint}})
     assert reply["type"] == "PRICE_UPDATE"
-    assert reply["data"]["environmentId"] == older.id
-
-    # With no open curve left for the mint, there is nothing to price it.
-    only = await sync_to_async(environment_create)(name="Alone", token_mint=generate_mint())
+    assert reply["data"]["environmentId"] == newer.id  # its pool still trades
+    assert reply["data"]["phase"] == "pool"
+    assert reply["data"]["pool"] == pool
+    sol, tokens = int(pool["solReserves"]), int(pool["tokenReserves"])
+    price = Decimal(reply["data"]["price"])
+    assert abs(price - Decimal(sol) / 10**9 / (Decimal(tokens) / 10**6)) <= price * Decimal("1e-19")
+    assert reply["data"]["marketCap"] == str(sol * 10**15 // tokens)
+    await watcher.disconnect()
     await socket.disconnect()
-    socket = await trader(alice, only)
-    assert (await ask(socket, buy(only, amount=str(DEFAULT_STARTING_SOL))))["type"] == (
-        "VIRTUAL_TRADE_EXECUTED"
+
+
+async def test_without_an_environment_a_complete_unmigrated_curve_never_prices_the_mint():
+    # A curve completed before graduation existed stays complete on its curve: no trades.
+    mint = generate_mint()
+    older = await sync_to_async(environment_create)(name="Still trading", token_mint=mint)
+    legacy = await sync_to_async(environment_create)(name="Bought out", token_mint=mint)
+    await sync_to_async(Environment.objects.filter(pk=legacy.pk).update)(real_token_reserves=0)
+    watcher = await open_socket()
+    reply = await ask(watcher, {"type": "SUBSCRIBE_PRICE", "data": {"mintAddress": mint}})
+    assert reply["data"]["environmentId"] == older.id
+    # With no open market left for the mint, there is nothing to price it.
+    only = await sync_to_async(environment_create)(name="Alone", token_mint=generate_mint())
+    await sync_to_async(Environment.objects.filter(pk=only.pk).update)(real_token_reserves=0)
+    refused = await ask(
+        watcher, {"type": "SUBSCRIBE_PRICE", "data": {"mintAddress": only.token_mint}}
     )
-    alone = {"type": "SUBSCRIBE_PRICE", "data": {"mintAddress": only.token_mint}}
-    refused = await ask(watcher, alone)
     assert refused["type"] == "ERROR"
     assert refused["data"]["code"] == "ENVIRONMENT_NOT_FOUND"
     # Named explicitly, the complete curve still answers with its final price.
     named = await ask(watcher, subscribe(only))
     assert named["type"] == "PRICE_UPDATE" and named["data"]["environmentId"] == only.id
+    assert named["data"]["phase"] == "curve" and "pool" not in named["data"]
     await watcher.disconnect()
-    await socket.disconnect()
 
 
 @pytest.mark.parametrize(
@@ -188,24 +206,10 @@ async def test_subscriptions_per_connection_are_bounded(settings, environment):
     await watcher.disconnect()
 
 
-def rebuild_buckets(environment_id: str) -> None:
-    VolumeMinute.objects.filter(environment_id=environment_id).delete()
-    per_minute = (
-        Trade.objects.filter(environment_id=environment_id)
-        .annotate(bucket=TruncMinute("created_at"))
-        .values("bucket")
-        .annotate(total=Sum("sol_amount"))
-    )
-    for row in per_minute:
-        VolumeMinute.objects.create(
-            environment_id=environment_id, minute=row["bucket"], sol_amount=row["total"]
-        )
-
-
 @pytest.mark.django_db
-def test_the_24h_volume_drops_trades_exactly_24_hours_old(environment, alice):
-    environment_join(environment_id=environment.id, wallet=alice.address)
+def test_the_24h_volume_drops_trades_exactly_24_hours_old(environment, alice, monkeypatch):
     now = timezone.now().replace(second=30, microsecond=0)
+    clock = Clock(monkeypatch, now)
     ages = {
         "too old": timedelta(hours=24, seconds=10),
         "edge minute, inside": timedelta(hours=24) - timedelta(seconds=10),
@@ -213,15 +217,13 @@ def test_the_24h_volume_drops_trades_exactly_24_hours_old(environment, alice):
         "just now": timedelta(seconds=1),
     }
     amounts = {}
-    for label, age in ages.items():
-        result = trade_execute(
-            environment_id=environment.id, wallet=alice.address, amount=10**9, is_buy=True
-        )
-        Trade.objects.filter(pk=result.trade.pk).update(created_at=now - age)
-        amounts[label] = result.trade.sol_amount
-    rebuild_buckets(environment.id)
+    for label, age in ages.items():  # oldest first: the trades write their minutes' candles
+        trade = trade_at(clock, now - age, environment.id, alice.address, 10**9, is_buy=True)
+        amounts[label] = trade.sol_amount
     expected = sum(amount for label, amount in amounts.items() if label != "too old")
     assert volume_24h(environment.id, now=now) == expected
     later = now + timedelta(minutes=61)  # the hour-old trade is still in, the edge one is out
     expected_later = amounts["an hour ago"] + amounts["just now"]
     assert volume_24h(environment.id, now=later) == expected_later
+    clock.moment = later
+    assert price_update(environment_id=environment.id).volume == str(expected_later)
