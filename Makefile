@@ -55,7 +55,7 @@ migrate: $(VENV)/.runtime | .env
 	$(BIN)/python manage.py migrate --noinput
 
 demo: migrate
-	$(BIN)/python manage.py create_environment "Demo launch" --id demo --if-missing
+	$(BIN)/python manage.py create_environment "Demo launch" --id demo --if-missing --new-round-after 600
 
 # The speech model, rebuilt for this machine's ONNX Runtime once (cached), not on the first call.
 voice-model: $(VENV)/.runtime

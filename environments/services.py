@@ -14,13 +14,14 @@ import protocol
 from environments import presence
 from environments.locks import lock_environment, lock_position
 from environments.models import ChatMessage, Environment, Position, environment_id_validator
+from environments.rounds import round_due, round_start
 from environments.selectors import chat_view, environment_state
 from idempotency.models import Receipt
 from idempotency.services import receipt_answer, request_key, run_once
 from kernel.realtime import Event, publish_on_commit, rewards_key, touch_on_commit
 from protocol.addresses import is_public_key
 from protocol.errors import DomainError, ErrorCode
-from trading.state import CurveConstants
+from trading.state import CONSTANT_FIELDS, CurveConstants
 
 MAX_NAME = 64
 
@@ -44,9 +45,13 @@ def environment_create(
     constants: CurveConstants | None = None,
     environment_id: str | None = None,
     is_open: bool = True,
+    new_round_after: int | None = None,
     request_id: str | None = None,
 ) -> Environment:
     """Create an environment with a fresh curve; ``launched_by`` is the launching wallet.
+
+    ``new_round_after`` (seconds): start a new round by itself once the market has graduated
+    and been quiet that long (:mod:`environments.rounds`); None: only operators start rounds.
 
     The launcher's ``REWARD_UPDATE`` subscribers are told after commit. With ``request_id`` a
     wallet launches at most once per id: a repeat raises :class:`idempotency.services.Replay`
@@ -57,7 +62,9 @@ def environment_create(
         raise DomainError(ErrorCode.INVALID_MESSAGE, f"name must be 1-{MAX_NAME} characters")
     constants = constants or CurveConstants()
     constants.validate()
-    fields: dict[str, Any] = {}
+    if new_round_after is not None and new_round_after <= 0:
+        raise DomainError(ErrorCode.INVALID_MESSAGE, "new_round_after must be positive seconds")
+    fields: dict[str, Any] = {"new_round_after": new_round_after}
     if environment_id is not None:
         try:
             environment_id_validator(environment_id)
@@ -95,6 +102,38 @@ def environment_set_open(*, environment_id: str, is_open: bool) -> Environment:
         if environment.is_open != is_open:
             environment.is_open = is_open
             environment.save(update_fields=["is_open"])
+        return environment
+
+
+def environment_set_limits(
+    *,
+    environment_id: str,
+    starting_sol_balance: int,
+    min_trade_lamports: int,
+    max_trade_lamports: int | None,
+    max_price_impact_bps: int | None,
+    new_round_after: int | None,
+) -> Environment:
+    """Change an environment's trading limits, starting balance (new participants, and
+    everyone at the next round) and automatic new rounds (operators); checked as at creation."""
+    changes: dict[str, int | None] = {
+        "starting_sol_balance": starting_sol_balance,
+        "min_trade_lamports": min_trade_lamports,
+        "max_trade_lamports": max_trade_lamports,
+        "max_price_impact_bps": max_price_impact_bps,
+    }
+    if new_round_after is not None and new_round_after <= 0:
+        raise DomainError(ErrorCode.INVALID_MESSAGE, "new_round_after must be positive seconds")
+    with transaction.atomic():
+        environment = lock_environment(environment_id)
+        current = {field: getattr(environment, field) for field in CONSTANT_FIELDS.values()}
+        CurveConstants.from_fields(current | changes).validate()
+        changes["new_round_after"] = new_round_after
+        changed = [name for name, value in changes.items() if getattr(environment, name) != value]
+        for field in changed:
+            setattr(environment, field, changes[field])
+        if changed:
+            environment.save(update_fields=changed)
         return environment
 
 
@@ -181,10 +220,28 @@ def participant_enter(
     *, environment_id: str, wallet: str, connection: str
 ) -> protocol.EnvironmentState:
     """Join for one connection: open the position if needed, mark the wallet present, and
-    return its ``ENVIRONMENT_STATE``."""
+    return its ``ENVIRONMENT_STATE``.
+
+    A room whose new round is due (:func:`environments.rounds.round_due`) starts it first, so
+    nobody joins a market that graduated and went quiet long ago.
+    """
     environment, position = environment_join(environment_id=environment_id, wallet=wallet)
+    if round_due(environment):
+        round_start(environment_id=environment.id, only_if_due=True)
+        environment, position = environment_join(environment_id=environment_id, wallet=wallet)
     participants = presence.backend().add(environment.id, connection, wallet)
     return environment_state(environment, position, participants=participants)
+
+
+def participant_state(*, environment_id: str, wallet: str) -> protocol.EnvironmentState:
+    """A joined participant's fresh ``ENVIRONMENT_STATE`` (after a new round started)."""
+    environment, position = environment_join(environment_id=environment_id, wallet=wallet)
+    return environment_state(environment, position)
+
+
+def participant_counts(environment_ids: list[str]) -> dict[str, int]:
+    """Each environment's participants now, across every server process (one round trip)."""
+    return presence.backend().counts(environment_ids)
 
 
 def participant_leave(*, environment_ids: list[str], wallet: str, connection: str) -> None:

@@ -194,6 +194,8 @@ FUNPUMP_IDLE_TIMEOUT = env.int("FUNPUMP_IDLE_TIMEOUT", default=90)
 FUNPUMP_DRAIN_SECONDS = env.float("FUNPUMP_DRAIN_SECONDS", default=10.0)
 FUNPUMP_MAX_MESSAGE_BYTES = env.int("FUNPUMP_MAX_MESSAGE_BYTES", default=64 * 1024)
 FUNPUMP_MAX_JOINED_ENVIRONMENTS = env.int("FUNPUMP_MAX_JOINED_ENVIRONMENTS", default=20)
+# Seconds between the PARTICIPANTS roll calls of each server process (0: no PARTICIPANTS frames).
+FUNPUMP_PARTICIPANTS_EVERY = env.float("FUNPUMP_PARTICIPANTS_EVERY", default=1.0)
 FUNPUMP_MAX_SUBSCRIPTIONS = env.int("FUNPUMP_MAX_SUBSCRIPTIONS", default=20)
 # Seconds a mutating request's requestId stays taken: a repeat within it is answered, not run.
 FUNPUMP_IDEMPOTENCY_WINDOW = env.int("FUNPUMP_IDEMPOTENCY_WINDOW", default=24 * 3600)

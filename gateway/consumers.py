@@ -25,37 +25,60 @@ from pydantic import BaseModel
 
 import protocol
 from environments.models import environment_id_validator
+from environments.rounds import rounds_start_due
 from environments.selectors import (
     environment_events,
     environment_sequences,
     price_target,
     price_update,
 )
-from environments.services import chat_post, participant_enter, participant_leave
+from environments.services import (
+    chat_post,
+    participant_counts,
+    participant_enter,
+    participant_leave,
+    participant_state,
+)
 from gateway.voice import VoiceHandlers
 from idempotency.services import Replay
 from kernel import caps, lifecycle, metrics
 from kernel.db import db_call
 from kernel.ratelimit import Grant, message_limiter
-from kernel.realtime import PROCESS_ID, History, Hub, market_key, register_history, rewards_key
+from kernel.realtime import (
+    PROCESS_ID,
+    Event,
+    History,
+    Hub,
+    market_key,
+    register_history,
+    rewards_key,
+)
 from protocol.errors import DomainError, ErrorCode
 from rewards.selectors import reward_view
 from rewards.services import claim_rewards
 from trading.market import market_interest_add, market_interest_remove, market_snapshot
-from trading.services import trade_execute
+from trading.services import trade_execute, trade_quote
 from wallets.services import token_wallet, user_wallet
 
 logger = logging.getLogger(__name__)
 
 # Hubs read the events they missed back from the database (the kernel imports no app).
-register_history(History(events=environment_events, latest=environment_sequences))
+register_history(
+    History(
+        events=environment_events, latest=environment_sequences, participants=participant_counts
+    )
+)
 
 OUTBOX_LIMIT = 1000  # frames queued for a client before it is considered gone
 # A server's scope extension that writes a text frame at once (funpump.serve's daphne has it):
 # ``write(text)``, bounding what a slow reader holds by bytes itself (4009).
 WRITE_TEXT = "funpump.write_text"
-# A trade moves its environment's price; a chat line does not.
-PRICE_CHANGED_BY = frozenset({"VIRTUAL_TRADE_EXECUTED"})
+# A trade moves its environment's price, and a new round puts it back at the curve's start; a
+# chat line does not.
+PRICE_CHANGED_BY = frozenset({"VIRTUAL_TRADE_EXECUTED", "ROUND_STARTED"})
+# After these events a member gets a fresh ENVIRONMENT_STATE (its balance was reset).
+STATE_RESET_BY = frozenset({"ROUND_STARTED"})
+ROUND_CHECK_EVERY = 30.0  # seconds between checks for rooms whose new round is due
 _connection_ids = itertools.count(1)
 
 RATE_EXEMPT = frozenset({"HEARTBEAT"})
@@ -187,6 +210,7 @@ class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         self.slots = [owner for owner, _ in owners]
         self.joined = set()
+        self.state_resets: set[asyncio.Future[None]] = set()
         self.last_joined: str | None = None
         # (mint, environmentId) → the key of the feed it subscribed to
         self.price_feeds: dict[tuple[str, str | None], str] = {}
@@ -194,6 +218,9 @@ class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
             WRITE_TEXT
         )
         self.hub = await Hub.get()
+        # Rooms with new_round_after start their next round once due (idempotent across
+        # processes: the service re-checks under the environment's lock).
+        self.hub.periodically("rounds", ROUND_CHECK_EVERY, db_call(rounds_start_due))
         await self.accept()
         self.handling = asyncio.Lock()  # held while a message is handled; the drain waits on it
         if not lifecycle.register(self):
@@ -432,7 +459,13 @@ class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
             )
         # Register before reading the state, so no event committed in between is missed; the
         # hub holds events until it knows which ones the state already includes.
-        await self.hub.join(environment_id, self.connection_id, self.push)
+        await self.hub.join(
+            environment_id,
+            self.connection_id,
+            self.push,
+            react=self._state_reset,
+            reacts_to=STATE_RESET_BY,
+        )
         try:
             state = await db_call(participant_enter)(
                 environment_id=environment_id, wallet=wallet, connection=self.connection_id
@@ -445,7 +478,31 @@ class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
         self.joined.add(state.id)
         self.last_joined = state.id
         self.reply("ENVIRONMENT_STATE", state, request_id)
-        self.hub.ready(environment_id, self.connection_id, state.sequence)
+        self.hub.ready(environment_id, self.connection_id, state.sequence, state.participants)
+
+    def _state_reset(self, event: Event) -> None:
+        """A new round started (its ``ROUND_STARTED`` was just sent): send a fresh
+        ``ENVIRONMENT_STATE``. The member's broadcasts are held until it is sent, and those the
+        state includes are then skipped."""
+        environment_id = event.environment_id
+        self.hub.hold(environment_id, self.connection_id)
+        task = asyncio.ensure_future(self._send_fresh_state(environment_id))
+        self.state_resets.add(task)
+        task.add_done_callback(self.state_resets.discard)
+
+    async def _send_fresh_state(self, environment_id: str) -> None:
+        try:
+            if self.wallet is None or environment_id not in self.joined:
+                return
+            state = await db_call(participant_state)(
+                environment_id=environment_id, wallet=self.wallet
+            )
+            self.reply("ENVIRONMENT_STATE", state, None)
+            self.hub.ready(environment_id, self.connection_id, state.sequence, state.participants)
+        except Exception:
+            logger.exception("could not send %s a fresh state", self.connection_id)
+        finally:
+            self.hub.release(environment_id, self.connection_id)
 
     async def on_trade(self, data: protocol.VirtualTradeData, request_id: str | None) -> None:
         wallet = self._require_joined(data.environmentId)
@@ -478,6 +535,12 @@ class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
                 request_item=getattr(self, "batch_item", 0),
             ),
         )
+
+    async def on_quote(self, data: protocol.QuoteTradeData, request_id: str | None) -> None:
+        quote = await db_call(trade_quote)(
+            environment_id=data.environmentId, amount=int(data.amount), is_buy=data.isBuy
+        )
+        self.reply("TRADE_QUOTE", quote, request_id)
 
     async def _publish(
         self,
@@ -635,6 +698,7 @@ HANDLERS: dict[str, Handler] = {
     "HEARTBEAT": RoomConsumer.on_heartbeat,
     "JOIN_ENVIRONMENT": RoomConsumer.on_join,
     "VIRTUAL_TRADE": RoomConsumer.on_trade,
+    "QUOTE_TRADE": RoomConsumer.on_quote,
     "CHAT_MESSAGE": RoomConsumer.on_chat,
     "SUBSCRIBE_PRICE": RoomConsumer.on_subscribe_price,
     "UNSUBSCRIBE_PRICE": RoomConsumer.on_unsubscribe_price,

@@ -126,6 +126,14 @@ async def _close_hub() -> Any:
         await hub.close()
 
 
+@pytest.fixture(autouse=True)
+def _no_participants_frames(settings: Any) -> None:
+    """PARTICIPANTS frames (a roll call each second) only where a test asks for them
+    (tests/gateway/test_participants.py): elsewhere the next frame a test reads stays the one it
+    expects, whenever a roll call would fall."""
+    settings.FUNPUMP_PARTICIPANTS_EVERY = 0
+
+
 @pytest.fixture
 def published_tiers(transactional_db):
     """The data migration's tiers: a transactional test's flush empties the table it filled."""

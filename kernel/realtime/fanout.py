@@ -47,11 +47,14 @@ class History:
 
     ``events(environment_id, after, upto)``: the stored events with ``after < sequence <= upto``
     in sequence order, each built exactly as it was broadcast (public copy). ``latest(ids)``:
-    each environment's current ``sequence``.
+    each environment's current ``sequence``. ``participants(ids)``, when given: each
+    environment's participant count across every process (a presence read, not the ORM), for
+    the hub's ``PARTICIPANTS`` roll call.
     """
 
     events: Callable[[str, int, int], list[Event]]
     latest: Callable[[list[str]], dict[str, int]]
+    participants: Callable[[list[str]], dict[str, int]] | None = None
 
 
 @dataclass(slots=True)
@@ -60,10 +63,16 @@ class Member:
 
     push: Callable[[str], None]
     last: int | None = None  # highest sequence this member has seen; None until its state is sent
-    # Events kept back until its state is sent, or while its own request runs.
+    # Events kept back until its state is sent, or while its own request runs (a count: a
+    # request and a state being re-read may overlap).
     queued: list[Event] = field(default_factory=list)
-    holding: bool = False
+    holding: int = 0
     own: dict[int, str] = field(default_factory=dict)  # sequence → its own copy, sent instead
+    # Event types after which ``react`` is called (once the event is sent): rare events only,
+    # such as a new round, after which the connection re-reads its state.
+    reacts_to: frozenset[str] = frozenset()
+    react: Callable[[Event], None] | None = None
+    participants: int | None = None  # the participant count this member was last told
 
     def offer(self, event: Event) -> None:
         if self.last is None or self.holding:
@@ -74,15 +83,17 @@ class Member:
         self.last = event.sequence
         if not self.own:
             self.push(event.text)
-            return
-        self.push(self.own.pop(event.sequence, event.text))
-        for passed in [number for number in self.own if number < event.sequence]:
-            del self.own[passed]  # its event was passed over (not in the database): never sent
+        else:
+            self.push(self.own.pop(event.sequence, event.text))
+            for passed in [number for number in self.own if number < event.sequence]:
+                del self.own[passed]  # its event was passed over (not in the database): never sent
+        if event.type in self.reacts_to and self.react is not None:
+            self.react(event)
 
     @property
     def owes(self) -> bool:
         """Its request ran (or runs) and its own copy is not sent yet."""
-        return self.holding or bool(self.own)
+        return bool(self.holding) or bool(self.own)
 
     def ready(self, sequence: int) -> None:
         """Its state (up to ``sequence``) was sent: send what came after it."""
@@ -92,7 +103,7 @@ class Member:
     def release(self, sequence: int | None, own: str | None) -> None:
         """Its request is done: send what was kept back, ``own`` in place of event ``sequence``
         (now, or when that event arrives)."""
-        self.holding = False
+        self.holding = max(0, self.holding - 1)
         if sequence is not None and own is not None:
             self.own[sequence] = own
         self._flush()

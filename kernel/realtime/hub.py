@@ -9,6 +9,10 @@ hub that misses an event (Redis was down, the publishing process died) reads it 
 database through the registered :class:`History` and delivers it in its place, built exactly as
 it was broadcast. While the layer is down the hub polls the database for the latest sequence of
 its environments, so events of the other processes still arrive, a fraction of a second late.
+
+Once a second (``FUNPUMP_PARTICIPANTS_EVERY``) the hub reads the participant counts of the
+environments with members here (one presence read for all, registered with the history) and
+tells each member whose last known count differs (``PARTICIPANTS``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any, TypeVar
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels_redis.core import RedisChannelLayer
+from django.conf import settings
 from django.db import connections
 
 import protocol
@@ -48,6 +53,13 @@ RECOVERY_WINDOW = 2.0  # after the layer returns, poll fast while every process 
 FILL_LIMIT = 500  # events read back per query
 LAYER_TIMEOUT = 2.0  # seconds one layer call (send, group change) may take
 GROUP_REFRESH = 3600  # seconds between re-adds of layer groups (the layer expires them)
+
+
+def participants_every() -> float:
+    """Seconds between ``PARTICIPANTS`` roll calls (at most one per member per period); 0 (the
+    setting ``FUNPUMP_PARTICIPANTS_EVERY``): none."""
+    return float(settings.FUNPUMP_PARTICIPANTS_EVERY)
+
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -144,6 +156,7 @@ class Hub:
         self._poll_now = asyncio.Event()
         self._fast_until = 0.0
         self._background: set[asyncio.Task[None]] = set()
+        self._chores: set[str] = set()
 
     @classmethod
     async def get(cls) -> Hub:
@@ -159,6 +172,8 @@ class Hub:
 
     def _start(self) -> None:
         self._tasks = [self.loop.create_task(self._publish_feeds())]
+        if participants_every() > 0:
+            self._tasks.append(self.loop.create_task(self._roll_call()))
         if not self.shared:
             self._ready.set()
             return
@@ -219,24 +234,44 @@ class Hub:
 
     # --- environment members (kernel/realtime/fanout.py) ----------------------------------------
 
-    async def join(self, environment_id: str, connection: str, push: Callable[[str], None]) -> None:
-        """Register a connection; it gets events once :meth:`ready` names its state's sequence."""
+    async def join(
+        self,
+        environment_id: str,
+        connection: str,
+        push: Callable[[str], None],
+        react: Callable[[Event], None] | None = None,
+        reacts_to: frozenset[str] = frozenset(),
+    ) -> None:
+        """Register a connection; it gets events once :meth:`ready` names its state's sequence.
+
+        ``react(event)`` is called right after an event whose type is in ``reacts_to`` was sent
+        to it (to re-read its state after a new round, say: :meth:`hold`, then :meth:`ready`
+        and :meth:`release` once the state is sent)."""
         fanout = self.fanouts.get(environment_id)
         if fanout is None:
             new = environment_id not in self._followed()
             fanout = self.fanouts[environment_id] = Fanout()
             if new:
                 await self._group_add(environment_id)
-        fanout.members.setdefault(connection, Member(push=push))
+        fanout.members.setdefault(connection, Member(push=push, react=react, reacts_to=reacts_to))
 
-    def ready(self, environment_id: str, connection: str, sequence: int) -> None:
-        """The member's state (up to ``sequence``) was sent: deliver what came after it."""
+    def ready(
+        self,
+        environment_id: str,
+        connection: str,
+        sequence: int,
+        participants: int | None = None,
+    ) -> None:
+        """The member's state (up to ``sequence``, counting ``participants``) was sent: deliver
+        what came after it."""
         fanout = self.fanouts.get(environment_id)
         member = fanout.members.get(connection) if fanout else None
         if fanout is None or member is None:
             return
         if fanout.next_sequence is None:
             fanout.next_sequence = sequence + 1
+        if participants is not None:
+            member.participants = participants
         member.ready(sequence)
         self._watch_gap(environment_id, fanout)
 
@@ -246,7 +281,7 @@ class Hub:
         fanout = self.fanouts.get(environment_id)
         member = fanout.members.get(connection) if fanout else None
         if member is not None:
-            member.holding = True
+            member.holding += 1
 
     def release(
         self,
@@ -283,6 +318,59 @@ class Hub:
             fanout.close()
             del self.fanouts[environment_id]
             await self._group_discard_unfollowed(environment_id)
+
+    def periodically(self, name: str, every: float, call: Callable[[], Awaitable[object]]) -> None:
+        """Await ``call()`` every ``every`` seconds while the hub runs (once per ``name``,
+        however often asked): process-wide chores such as the apps' timers. A failure is
+        logged and the next period tried."""
+        if name in self._chores or self._stopping:
+            return
+
+        async def chore() -> None:
+            while not self._stopping:
+                await asyncio.sleep(every)
+                try:
+                    await call()
+                except Exception:
+                    logger.exception("periodic %s failed", name)
+
+        self._chores.add(name)
+        self._tasks.append(self.loop.create_task(chore()))
+
+    async def _roll_call(self) -> None:
+        """Every :func:`participants_every` seconds: read the participant counts of the environments
+        with members here (one presence read for all, off the event loop) and send
+        ``PARTICIPANTS`` to each member whose last known count differs. Every process does this
+        for its own members, so counts changed by other processes reach them within a period,
+        and no member gets more than one per period."""
+        while not self._stopping:
+            await asyncio.sleep(participants_every())
+            history = _history
+            environment_ids = list(self.fanouts)
+            if history is None or history.participants is None or not environment_ids:
+                continue
+            try:
+                counts = await asyncio.to_thread(history.participants, environment_ids)
+            except Exception as exc:
+                logger.debug("could not read the participant counts: %r", exc)
+                continue
+            for environment_id, count in counts.items():
+                fanout = self.fanouts.get(environment_id)
+                if fanout is not None:
+                    self._tell_participants(environment_id, fanout, count)
+
+    def _tell_participants(self, environment_id: str, fanout: Fanout, count: int) -> None:
+        text = ""
+        for member in list(fanout.members.values()):
+            if member.last is None or member.participants in (None, count):
+                continue  # its state is not sent yet, or it knows
+            if not text:
+                text = protocol.encode(
+                    "PARTICIPANTS",
+                    protocol.Participants(environmentId=environment_id, participants=count),
+                )
+            member.participants = count
+            member.push(text)
 
     # --- coalesced feeds (kernel/realtime/feeds.py) --------------------------------------------
 

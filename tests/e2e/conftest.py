@@ -73,6 +73,8 @@ def daphne_server(transactional_db: None, tmp_path: Path) -> Iterator[Callable[.
             "DJANGO_SECRET_KEY": settings.SECRET_KEY,
             # Most servers here hear no speech: the model loads with a first voice session.
             "FUNPUMP_VOICE_PRELOAD": "0",
+            # As in the test's own process: PARTICIPANTS frames only where the test asks for them.
+            "FUNPUMP_PARTICIPANTS_EVERY": str(settings.FUNPUMP_PARTICIPANTS_EVERY),
             **extra_env,
         }
         command = [sys.executable, "-m", "funpump.serve", "-b", "127.0.0.1", "-p", str(port)]

@@ -166,3 +166,56 @@ def test_valid_id_characters_are_accepted() -> None:
     assert Environment.objects.filter(pk="Alpha_1-2.3").exists()
     create("Long", "--id", "x" * 64)
     assert Environment.objects.filter(pk="x" * 64).exists()
+
+
+def test_limits_pool_fees_and_new_rounds_are_options() -> None:
+    create(
+        "Limited",
+        "--id",
+        "limited",
+        "--min-trade",
+        "1000000",
+        "--max-trade",
+        "0",
+        "--max-price-impact-bps",
+        "300",
+        "--pool-lp-fee-bps",
+        "25",
+        "--migration-fee",
+        "0",
+        "--new-round-after",
+        "600",
+    )
+    environment = Environment.objects.get(pk="limited")
+    assert environment.min_trade_lamports == 1_000_000
+    assert environment.max_trade_lamports is None  # 0: no maximum
+    assert environment.max_price_impact_bps == 300
+    assert environment.pool_lp_fee_bps == 25
+    assert environment.migration_fee == 0
+    assert environment.new_round_after == 600
+
+
+def test_the_demo_keeps_the_default_limits_and_has_no_automatic_rounds_unless_asked() -> None:
+    create("Plain", "--id", "plain")
+    environment = Environment.objects.get(pk="plain")
+    assert environment.max_trade_lamports == 50 * curve.LAMPORTS_PER_SOL
+    assert environment.max_price_impact_bps is None
+    assert environment.new_round_after is None
+
+
+def test_if_missing_sets_new_round_after_on_an_existing_environment() -> None:
+    create("Demo launch", "--id", "demo")
+    output = create("Demo launch", "--id", "demo", "--if-missing", "--new-round-after", "600")
+    assert "already exists" in output
+    assert "now start after 600 quiet seconds" in output
+    assert Environment.objects.get(pk="demo").new_round_after == 600
+    again = create("Demo launch", "--id", "demo", "--if-missing", "--new-round-after", "600")
+    assert "now start" not in again  # nothing to change
+    create("Demo launch", "--id", "demo", "--if-missing", "--new-round-after", "0")
+    assert Environment.objects.get(pk="demo").new_round_after is None
+
+
+def test_inconsistent_limits_are_a_command_error() -> None:
+    with pytest.raises(CommandError, match="maximum trade"):
+        create("Bad", "--id", "bad", "--min-trade", "2000", "--max-trade", "1000")
+    assert not Environment.objects.filter(pk="bad").exists()
