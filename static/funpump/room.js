@@ -139,6 +139,20 @@ function showMarket(state) {
   $("price").textContent = state.price;
   $("market-cap").textContent = fromUnits(state.marketCap, 9);
   if (state.participants !== undefined) $("participants").textContent = state.participants;
+  if (state.phase !== undefined) showPhase(state);
+  if (state.volume24h !== undefined) $("volume").textContent = fromUnits(state.volume24h, 9);
+  if (state.priceChange24h !== undefined) {
+    const change = Number(state.priceChange24h) * 100;  // display only: never a balance
+    $("change").textContent = `${change > 0 ? "+" : ""}${change.toFixed(2)} %`;
+  }
+}
+
+// The curve's progress toward completion, then the pool it graduated to (docs/protocol.md).
+function showPhase(state) {
+  const round = state.round > 1 ? ` · round ${state.round}` : "";
+  $("phase").textContent = state.phase === "pool"
+    ? `AMM pool (graduated)${round}`
+    : `bonding curve, ${(Number(state.progress) * 100).toFixed(1)} % sold${round}`;
 }
 
 function showBalance(balance) {
@@ -201,6 +215,21 @@ function handle(message) {
       if (data.sequence !== lastSequence + 1) return rejoin();
       lastSequence = data.sequence;
       addChat(data);
+      break;
+    case "MARKET_GRADUATED":
+    case "ROUND_STARTED":
+      if (data.environmentId !== joined) break;
+      if (data.sequence !== lastSequence + 1) return rejoin();
+      lastSequence = data.sequence;
+      if (message.type === "MARKET_GRADUATED") {
+        showPhase({ phase: "pool", round: data.round });
+        status("The curve is complete: trading goes on in the AMM pool.");
+      } else {
+        status(`Round ${data.round} started: fresh balances, the curve starts again.`);
+      }
+      break;
+    case "PARTICIPANTS":
+      if (data.environmentId === joined) $("participants").textContent = data.participants;
       break;
     case "REWARD_UPDATE":
       if (message.requestId === "voice-confirm") {
