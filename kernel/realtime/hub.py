@@ -171,7 +171,12 @@ class Hub:
         return hub
 
     def _start(self) -> None:
-        self._tasks = [self.loop.create_task(self._publish_feeds())]
+        # Even alone (the in-memory layer) the hub asks the database for the latest sequences:
+        # a management command (a new round, say) commits events no layer carries to it.
+        self._tasks = [
+            self.loop.create_task(self._publish_feeds()),
+            self.loop.create_task(self._watch_sequences()),
+        ]
         if participants_every() > 0:
             self._tasks.append(self.loop.create_task(self._roll_call()))
         if not self.shared:
@@ -182,7 +187,6 @@ class Hub:
             self._receiver,
             self.loop.create_task(self._publish()),
             self.loop.create_task(self._refresh_groups()),
-            self.loop.create_task(self._watch_sequences()),
         ]
 
     async def close(self) -> None:
@@ -526,10 +530,8 @@ class Hub:
         # With the layer up, a missing event is most likely still on its way, though a sender
         # of this process waiting behind it should not wait long for a slow layer; with the
         # layer down it can only come from the database.
-        if self.shared and self._layer_up:
-            wait = TRADER_GAP_WAIT if fanout.sender_waits else GAP_WAIT
-        else:
-            wait = 0.0
+        # Alone, an event of this process may still be on its way from the committing thread.
+        wait = (TRADER_GAP_WAIT if fanout.sender_waits else GAP_WAIT) if self._layer_up else 0.0
         due = self.loop.time() + wait
         if fanout.gap_timer is not None:
             if fanout.gap_timer.when() <= due:
