@@ -24,6 +24,7 @@ from trading.selectors import (
     market_cap,
     market_price,
     pool_view,
+    progress,
     trade_view,
     trades_recent,
     volume_expression,
@@ -297,4 +298,5 @@ def price_update(*, environment_id: str) -> protocol.PriceUpdate:
         marketCap=str(market_cap(environment)),
         phase="pool" if environment.phase == Phase.POOL else "curve",
         pool=pool_view(environment),
+        progress=progress(environment),
     )

@@ -428,6 +428,9 @@ class PriceUpdate(_Out):
     marketCap: U64
     phase: Phase | None = _absent_when_none("Added: an environment's market phase.")
     pool: Pool | None = _absent_when_none("Added: an environment's pool, once graduated.")
+    progress: Fraction | None = _absent_when_none(
+        "Added: an environment's curve progress, as in ENVIRONMENT_STATE."
+    )
 
 
 class MarketGraduated(_Out):

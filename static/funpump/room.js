@@ -11,6 +11,9 @@ let wallet = null;
 let joined = null;
 let lastSequence = 0;
 let tokenBalance = "0";  // raw units held in the joined environment, for "sell half"
+let priced = null;  // the environment whose PRICE_UPDATEs this socket subscribed to
+let pricedMint = null;
+let currentRound = 1;
 
 function base58(bytes) {
   let value = 0n;
@@ -88,6 +91,7 @@ function connect() {
   socket = new WebSocket(`${scheme}://${location.host}/ws`);
   socket.addEventListener("open", () => {
     reconnects = 0;
+    priced = pricedMint = null;  // a new socket has no subscriptions yet
     $("join").disabled = false;
     status("connected");
     if (joined) rejoin();  // back after a reconnection: the state comes again, gaps included
@@ -149,10 +153,13 @@ function showMarket(state) {
 
 // The curve's progress toward completion, then the pool it graduated to (docs/protocol.md).
 function showPhase(state) {
+  if (state.round !== undefined) currentRound = state.round;
   const round = state.round > 1 ? ` · round ${state.round}` : "";
   $("phase").textContent = state.phase === "pool"
     ? `AMM pool (graduated)${round}`
-    : `bonding curve, ${(Number(state.progress) * 100).toFixed(1)} % sold${round}`;
+    : state.progress === undefined
+      ? `bonding curve${round}`
+      : `bonding curve, ${(Number(state.progress) * 100).toFixed(1)} % sold${round}`;
 }
 
 function showBalance(balance) {
@@ -192,6 +199,13 @@ function handle(message) {
       showMarket(data);
       showBalance(data.balance);
       status(`joined ${data.name}`);
+      // Price, 24 h volume, phase and progress as they change (coalesced by the server).
+      if (priced !== data.id) {
+        if (pricedMint) send("UNSUBSCRIBE_PRICE", { mintAddress: pricedMint, environmentId: priced });
+        send("SUBSCRIBE_PRICE", { mintAddress: data.tokenMint, environmentId: data.id });
+        priced = data.id;
+        pricedMint = data.tokenMint;
+      }
       voiceIdle();
       break;
     case "VIRTUAL_TRADE_EXECUTED": {
@@ -227,6 +241,13 @@ function handle(message) {
       } else {
         status(`Round ${data.round} started: fresh balances, the curve starts again.`);
       }
+      break;
+    case "PRICE_UPDATE":
+      if (data.environmentId !== joined) break;
+      $("price").textContent = data.price;
+      $("market-cap").textContent = fromUnits(data.marketCap, 9);
+      $("volume").textContent = fromUnits(data.volume, 9);
+      if (data.phase !== undefined) showPhase({ ...data, round: currentRound });
       break;
     case "PARTICIPANTS":
       if (data.environmentId === joined) $("participants").textContent = data.participants;
