@@ -22,9 +22,14 @@ class Trade(models.Model):
     token_amount = models.PositiveBigIntegerField()
     protocol_fee = models.PositiveBigIntegerField()
     creator_fee = models.PositiveBigIntegerField()
-    lp_fee = models.PositiveBigIntegerField(default=0, help_text="The pool's LP fee (pool phase).")
-    phase = models.CharField(max_length=8, choices=Phase.choices, default=Phase.CURVE)
-    round = models.PositiveIntegerField(default=1)
+    # Defaults in the database too: rows written by plain SQL that predates them stay valid.
+    lp_fee = models.PositiveBigIntegerField(
+        default=0, db_default=0, help_text="The pool's LP fee (pool phase)."
+    )
+    phase = models.CharField(
+        max_length=8, choices=Phase.choices, default=Phase.CURVE, db_default=Phase.CURVE
+    )
+    round = models.PositiveIntegerField(default=1, db_default=1)
     sequence = models.PositiveBigIntegerField()
     virtual_sol_after = models.PositiveBigIntegerField(
         help_text="The pool's SOL in the pool phase."
