@@ -63,6 +63,16 @@ class CurveComplete(CurveError):
     """Every real token has been sold; the curve takes no more trades."""
 
 
+def spot_price(sol: int, token: int) -> Decimal:
+    """SOL per whole token of reserves of ``sol`` lamports and ``token`` raw units."""
+    return _PRICE_CONTEXT.divide(Decimal(sol), Decimal(token) * 1000)
+
+
+def market_cap(sol: int, token: int) -> int:
+    """Lamports the whole default supply is worth at that price: ``sol * 10^15 // token``."""
+    return sol * DEFAULT_TOTAL_SUPPLY // token
+
+
 def fee(amount: int, bps: int) -> int:
     """Fee of ``bps`` basis points on ``amount``, rounded up."""
     return -(-amount * bps // BPS)
@@ -86,12 +96,12 @@ class Curve:
     @property
     def spot_price(self) -> Decimal:
         """SOL per whole token: ``(vS / 10^9) / (vT / 10^6)``."""
-        return _PRICE_CONTEXT.divide(Decimal(self.virtual_sol), Decimal(self.virtual_token) * 1000)
+        return spot_price(self.virtual_sol, self.virtual_token)
 
     @property
     def market_cap(self) -> int:
         """Lamports: ``vS * 10^15 // vT`` (the price of the whole supply)."""
-        return self.virtual_sol * DEFAULT_TOTAL_SUPPLY // self.virtual_token
+        return market_cap(self.virtual_sol, self.virtual_token)
 
     def buy(self, amount: int) -> Fill[Curve]:
         """Spend at most ``amount`` lamports, fees included, on tokens."""

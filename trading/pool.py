@@ -51,7 +51,6 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from trading.curve import (
-    _PRICE_CONTEXT,
     BPS,
     DEFAULT_TOTAL_SUPPLY,
     LAMPORTS_PER_SOL,
@@ -60,6 +59,8 @@ from trading.curve import (
     Fill,
     fee,
 )
+from trading.curve import market_cap as market_cap_of
+from trading.curve import spot_price as spot_price_of
 
 # PumpSwap's fees on canonical pools created by pump.fun's ``migrate``, in basis points.
 DEFAULT_LP_FEE_BPS = 20
@@ -86,12 +87,12 @@ class Pool:
     @property
     def spot_price(self) -> Decimal:
         """SOL per whole token: ``(S / 10^9) / (T / 10^6)``."""
-        return _PRICE_CONTEXT.divide(Decimal(self.sol), Decimal(self.token) * 1000)
+        return spot_price_of(self.sol, self.token)
 
     @property
     def market_cap(self) -> int:
         """Lamports: ``S * 10^15 // T`` (the pool's price of the whole supply, as the curve's)."""
-        return self.sol * DEFAULT_TOTAL_SUPPLY // self.token
+        return market_cap_of(self.sol, self.token)
 
     def _fees(self, amount: int) -> tuple[int, int, int]:
         return (

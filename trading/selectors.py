@@ -108,13 +108,19 @@ def pool_view(state: CurveState) -> protocol.Pool | None:
     """The pool a graduated market trades on; None while it trades on its curve."""
     if state.phase != Phase.POOL:
         return None
+    graduated = state.market.pool
+    return pool_data(graduated) if graduated is not None else None
+
+
+def pool_data(state: pool.Pool) -> protocol.Pool:
+    """A pool as clients see it (in the state, prices and ``MARKET_GRADUATED``)."""
     return protocol.Pool(
-        solReserves=str(state.pool_sol_reserves),
-        tokenReserves=str(state.pool_token_reserves),
+        solReserves=str(state.sol),
+        tokenReserves=str(state.token),
         fees=protocol.PoolFees(
-            lpBps=state.pool_lp_fee_bps,
-            protocolBps=state.pool_protocol_fee_bps,
-            creatorBps=state.pool_creator_fee_bps,
+            lpBps=state.lp_fee_bps,
+            protocolBps=state.protocol_fee_bps,
+            creatorBps=state.creator_fee_bps,
         ),
     )
 

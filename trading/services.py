@@ -21,6 +21,7 @@ from kernel.realtime import Event, publish_on_commit, rewards_key, touch_on_comm
 from protocol.errors import DomainError, ErrorCode
 from trading import curve, pool, quotes
 from trading.models import MarketEvent, MinuteCandle, Trade
+from trading.selectors import pool_data
 from trading.state import MARKET_COLUMNS, RESERVE_FIELDS, market_from_columns, reserve_values
 
 
@@ -212,19 +213,6 @@ def _quote(market: quotes.Market, *, amount: int, is_buy: bool) -> quotes.Quote:
         return quotes.quote(market, amount=amount, is_buy=is_buy)
     except curve.CurveError as exc:
         raise DomainError(ErrorCode.INVALID_MESSAGE, "amount too small") from exc
-
-
-def pool_data(state: pool.Pool) -> protocol.Pool:
-    """A pool as clients see it."""
-    return protocol.Pool(
-        solReserves=str(state.sol),
-        tokenReserves=str(state.token),
-        fees=protocol.PoolFees(
-            lpBps=state.lp_fee_bps,
-            protocolBps=state.protocol_fee_bps,
-            creatorBps=state.creator_fee_bps,
-        ),
-    )
 
 
 def trade_quote(*, environment_id: str, amount: int, is_buy: bool) -> protocol.TradeQuote:
