@@ -151,6 +151,16 @@ function showMarket(state) {
   }
 }
 
+// Buy and Sell only where the market takes trades: open, on its curve or its pool (a curve that
+// completed before graduation existed takes none until an operator starts a new round).
+function showTradable(state) {
+  const tradable = state.isOpen && (state.phase === "pool" || !state.complete);
+  document.querySelectorAll("#trade-form button").forEach((button) => {
+    button.disabled = !tradable;
+  });
+  if (!tradable) status(`${state.name} is not taking trades right now`);
+}
+
 // The curve's progress toward completion, then the pool it graduated to (docs/protocol.md).
 function showPhase(state) {
   if (state.round !== undefined) currentRound = state.round;
@@ -199,6 +209,7 @@ function handle(message) {
       showMarket(data);
       showBalance(data.balance);
       status(`joined ${data.name}`);
+      showTradable(data);
       // Price, 24 h volume, phase and progress as they change (coalesced by the server).
       if (priced !== data.id) {
         if (pricedMint) send("UNSUBSCRIBE_PRICE", { mintAddress: pricedMint, environmentId: priced });

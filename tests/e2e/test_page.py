@@ -106,3 +106,31 @@ def test_a_visitor_signs_in_joins_trades_and_chats_with_markup_shown_as_text(
     assert position.token_balance == 34_199_203_154_141
     chat = off_loop(ChatMessage.objects.get, environment=environment)
     assert chat.message.startswith("<img")
+
+
+def test_the_page_shows_the_market_phase_and_offers_no_trade_where_none_is_taken(
+    daphne_server, browser_page
+):
+    off_loop(environment_create, name="Open room", environment_id="open-room")
+    off_loop(environment_create, name="Closed room", environment_id="closed-room", is_open=False)
+    server = off_loop(daphne_server)
+    page = browser_page
+    page.goto(server.http + "/")
+    page.click("#sign-in")
+    wait_for_text(page, "#wallet", WALLET_SHOWN)
+    page.wait_for_selector("#environment option[value='open-room']", state="attached")
+
+    page.select_option("#environment", "closed-room")
+    page.click("#join")
+    wait_for_text(page, "#status", "Closed room is not taking trades right now")
+    assert page.is_disabled("button[value='buy']") and page.is_disabled("button[value='sell']")
+
+    page.select_option("#environment", "open-room")
+    page.click("#join")
+    wait_for_text(page, "#status", "joined Open room")
+    assert page.is_enabled("button[value='buy']")
+    page.fill("#amount", "1")
+    page.click("button[value='buy']")
+    # The subscription's PRICE_UPDATE moves the curve's progress and the 24 h volume.
+    wait_for_text(page, "#volume", "0.98765432")
+    wait_for_text(page, "#phase", re.compile(r"^bonding curve, [1-9][0-9.]* % sold$"))
