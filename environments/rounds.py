@@ -28,7 +28,7 @@ from environments.models import Environment, Position, RoundPosition
 from kernel.clock import millis
 from kernel.realtime import Event, publish_on_commit
 from trading.models import MarketEvent
-from trading.state import CONSTANT_FIELDS, CurveConstants, Phase
+from trading.state import Phase
 
 # What a new round resets on the environment, besides the curve's reserves and market cap.
 RESET_FIELDS = {
@@ -96,10 +96,7 @@ def round_start(
             last_traded_at=None,
             updated_at=now,
         )
-        constants = CurveConstants.from_fields(
-            {field: getattr(environment, field) for field in CONSTANT_FIELDS.values()}
-        )
-        fresh = constants.fields() | RESET_FIELDS
+        fresh = environment.constants.fields() | RESET_FIELDS
         fresh.update(
             round=environment.round + 1,
             round_started_at=now,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import base58
@@ -21,7 +21,7 @@ from idempotency.services import receipt_answer, request_key, run_once
 from kernel.realtime import Event, publish_on_commit, rewards_key, touch_on_commit
 from protocol.addresses import is_public_key
 from protocol.errors import DomainError, ErrorCode
-from trading.state import CONSTANT_FIELDS, CurveConstants
+from trading.state import CurveConstants
 
 MAX_NAME = 64
 
@@ -126,8 +126,13 @@ def environment_set_limits(
         raise DomainError(ErrorCode.INVALID_MESSAGE, "new_round_after must be positive seconds")
     with transaction.atomic():
         environment = lock_environment(environment_id)
-        current = {field: getattr(environment, field) for field in CONSTANT_FIELDS.values()}
-        CurveConstants.from_fields(current | changes).validate()
+        replace(
+            environment.constants,
+            starting_sol_balance=starting_sol_balance,
+            min_trade_lamports=min_trade_lamports,
+            max_trade_lamports=max_trade_lamports,
+            max_price_impact_bps=max_price_impact_bps,
+        ).validate()
         changes["new_round_after"] = new_round_after
         changed = [name for name, value in changes.items() if getattr(environment, name) != value]
         for field in changed:

@@ -94,6 +94,11 @@ class Curve:
         return self.real_token == 0
 
     @property
+    def reserves(self) -> tuple[int, int]:
+        """The SOL and token reserves that price it: the virtual ones."""
+        return self.virtual_sol, self.virtual_token
+
+    @property
     def spot_price(self) -> Decimal:
         """SOL per whole token: ``(vS / 10^9) / (vT / 10^6)``."""
         return spot_price(self.virtual_sol, self.virtual_token)

@@ -85,6 +85,11 @@ class Pool:
     creator_fee_bps: int = DEFAULT_CREATOR_FEE_BPS
 
     @property
+    def reserves(self) -> tuple[int, int]:
+        """The SOL and token reserves that price it."""
+        return self.sol, self.token
+
+    @property
     def spot_price(self) -> Decimal:
         """SOL per whole token: ``(S / 10^9) / (T / 10^6)``."""
         return spot_price_of(self.sol, self.token)

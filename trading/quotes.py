@@ -148,20 +148,17 @@ def quote(market: Market, *, amount: int, is_buy: bool) -> Quote:
     fill: Fill[Curve] | Fill[Pool]
     pool_after = None
     migration_fee = 0
+    sol, token = market.trading_on.reserves
+    price_before = market.trading_on.spot_price
     if isinstance(market.trading_on, Pool):
-        pool = market.trading_on
-        pool_fill = pool.trade(amount=amount, is_buy=is_buy)
+        pool_fill = market.trading_on.trade(amount=amount, is_buy=is_buy)
         fill = pool_fill
-        sol, token = pool.sol, pool.token
-        price_before = pool.spot_price
         price_after = pool_fill.curve.spot_price
     else:
         if market.curve.complete:
             raise CurveComplete("the curve is complete")
         curve_fill = market.curve.trade(amount=amount, is_buy=is_buy)
         fill = curve_fill
-        sol, token = market.curve.virtual_sol, market.curve.virtual_token
-        price_before = market.curve.spot_price
         if curve_fill.curve.complete:
             pool_after = market.migration.pool(curve_fill.curve)
             migration_fee = market.migration.fee_taken(curve_fill.curve)

@@ -19,7 +19,7 @@ from kernel.clock import millis
 from kernel.db import sql_column, sql_table
 from kernel.realtime import Event, publish_on_commit, rewards_key, touch_on_commit
 from protocol.errors import DomainError, ErrorCode
-from trading import curve, pool, quotes
+from trading import curve, quotes
 from trading.models import MarketEvent, MinuteCandle, Trade
 from trading.selectors import pool_data
 from trading.state import MARKET_COLUMNS, RESERVE_FIELDS, market_from_columns, reserve_values
@@ -135,12 +135,7 @@ def _execute(
     sequence = locked.sequence + 1
     market_after = market.after(result)
     # The trade records the reserves where it traded: the curve's virtual ones, or the pool's.
-    moved = fill.after
-    sol_after, token_after = (
-        (moved.sol, moved.token)
-        if isinstance(moved, pool.Pool)
-        else (moved.virtual_sol, moved.virtual_token)
-    )
+    sol_after, token_after = fill.after.reserves
     graduation = None
     if result.pool_after is not None:
         graduation = protocol.MarketGraduated(

@@ -286,6 +286,13 @@ class CurveState(models.Model):
         )
 
     @property
+    def constants(self) -> CurveConstants:
+        """The constants this market was created with (limits and starting balance as now)."""
+        return CurveConstants.from_fields(
+            {field: getattr(self, field) for field in CONSTANT_FIELDS.values()}
+        )
+
+    @property
     def market(self) -> quotes.Market:
         """The market in its phase (curve, or pool once graduated), with its limits: what
         :func:`trading.quotes.quote` trades on; ``market.spot_price`` and ``market.market_cap``
