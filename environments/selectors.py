@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db.models import BigIntegerField, Case, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
@@ -218,6 +224,77 @@ def balance_view(position: Position) -> protocol.Balance:
     return protocol.Balance(sol=str(position.sol_balance), token=str(position.token_balance))
 
 
+@dataclass(frozen=True, slots=True)
+class _History:
+    """What every member joining at one sequence is sent alike: the chat and trade history up to
+    ``sequence`` and the market's analytics, as read at ``read_at`` (``time.monotonic``)."""
+
+    sequence: int
+    round: int
+    read_at: float
+    chat: list[protocol.ChatMessageView]
+    trades: list[protocol.TradeView]
+    analytics: dict[str, Any]
+
+
+_HISTORIES: OrderedDict[str, _History] = OrderedDict()
+_HISTORIES_LOCK = threading.Lock()
+_HISTORIES_KEPT = 1024  # environments whose history a process keeps
+
+
+def _history(environment: Environment) -> _History:
+    """The environment's history up to its ``sequence``, shared by the joins of one moment.
+
+    A crowd joining a room at once reads it once: a history is reused while the environment's
+    sequence and round are unchanged (nothing was traded or said meanwhile, so the same events
+    are in it) and for at most ``FUNPUMP_STATE_CACHE_SECONDS``, which bounds how stale the 24 h
+    analytics (a sliding window) and a chat line hidden by an operator in another process can be.
+    """
+    ttl = settings.FUNPUMP_STATE_CACHE_SECONDS
+    now = time.monotonic()
+    key = str(environment.pk)
+    kept = _HISTORIES.get(key)
+    if (
+        kept is not None
+        and kept.sequence == environment.sequence
+        and kept.round == environment.round
+        and now - kept.read_at < ttl
+    ):
+        return kept
+    upto = environment.sequence
+    chat = ChatMessage.objects.filter(
+        environment=environment, hidden=False, sequence__lte=upto
+    ).order_by("-sequence")
+    history = _History(
+        sequence=upto,
+        round=environment.round,
+        read_at=now,
+        chat=[chat_view(message) for message in reversed(chat[:HISTORY_SIZE])],
+        trades=[
+            trade_view(trade)
+            for trade in trades_recent(environment.id, upto=upto, round_=environment.round)
+        ],
+        analytics=market_analytics(environment, now=timezone.now()),
+    )
+    if ttl > 0:
+        with _HISTORIES_LOCK:
+            _HISTORIES[key] = history
+            _HISTORIES.move_to_end(key)
+            while len(_HISTORIES) > _HISTORIES_KEPT:
+                _HISTORIES.popitem(last=False)
+    return history
+
+
+def history_forget(environment_ids: Iterable[str] | None = None) -> None:
+    """Drop this process's kept histories (of ``environment_ids``, else all): an operator hid or
+    showed chat lines, so the next join reads them again."""
+    with _HISTORIES_LOCK:
+        if environment_ids is None:
+            _HISTORIES.clear()
+        for environment_id in environment_ids or ():
+            _HISTORIES.pop(str(environment_id), None)
+
+
 def environment_state(
     environment: Environment, position: Position, *, participants: int | None = None
 ) -> protocol.EnvironmentState:
@@ -229,10 +306,7 @@ def environment_state(
     """
     # Filtering on the sequence keeps events committed after the row was read out of the state:
     # the member receives those as broadcasts instead.
-    upto = environment.sequence
-    chat = ChatMessage.objects.filter(
-        environment=environment, hidden=False, sequence__lte=upto
-    ).order_by("-sequence")
+    history = _history(environment)
     market = market_snapshot(environment.token_mint)
     return protocol.EnvironmentState(
         **_summary_fields(
@@ -240,12 +314,10 @@ def environment_state(
             participants=presence.backend().count(environment.id)
             if participants is None
             else participants,
+            analytics=history.analytics,
         ),
-        chatHistory=[chat_view(message) for message in reversed(chat[:HISTORY_SIZE])],
-        trades=[
-            trade_view(trade)
-            for trade in trades_recent(environment.id, upto=upto, round_=environment.round)
-        ],
+        chatHistory=history.chat,
+        trades=history.trades,
         balance=balance_view(position),
         marketPrice=market["price"] if market else None,
     )

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass, replace
 from typing import Any
 
 import base58
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
 import protocol
 from environments import presence
 from environments.locks import lock_environment, lock_position
 from environments.models import ChatMessage, Environment, Position, environment_id_validator
 from environments.rounds import round_due, round_start
-from environments.selectors import chat_view, environment_state
+from environments.selectors import chat_view, environment_state, history_forget
 from idempotency.models import Receipt
 from idempotency.services import receipt_answer, request_key, run_once
+from kernel.db import ModelRows, sql_column, sql_table
 from kernel.realtime import Event, publish_on_commit, rewards_key, touch_on_commit
 from protocol.addresses import is_public_key
 from protocol.errors import DomainError, ErrorCode
@@ -142,25 +145,60 @@ def environment_set_limits(
         return environment
 
 
+@dataclass(frozen=True)
+class _JoinStatements:
+    environment: ModelRows[Environment]
+    position: ModelRows[Position]
+    open: str  # the position with the starting balance, unless the wallet has one
+    read: str  # the environment and the wallet's position, if any
+
+
+@functools.cache
+def _join_statements(vendor: str) -> _JoinStatements:
+    e, p = Environment, Position
+    environment, position = ModelRows(e, "e"), ModelRows(p, "p")
+    env_id, pos_env = sql_column(e, "id"), sql_column(p, "environment")
+    wallet = sql_column(p, "wallet")
+    opened = ", ".join(
+        sql_column(p, name)
+        for name in ("environment", "wallet", "sol_balance", "token_balance", "joined_at")
+    )
+    return _JoinStatements(
+        environment=environment,
+        position=position,
+        open=(
+            f"INSERT INTO {sql_table(p)} ({opened}, {sql_column(p, 'updated_at')})"  # noqa: S608
+            f" SELECT {env_id}, %s, {sql_column(e, 'starting_sol_balance')}, 0, %s, %s"
+            f" FROM {sql_table(e)} WHERE {env_id} = %s"
+            f" ON CONFLICT ({pos_env}, {wallet}) DO NOTHING"
+        ),
+        read=(
+            f"SELECT {environment.columns}, {position.columns} FROM {sql_table(e)} e"  # noqa: S608
+            f" LEFT JOIN {sql_table(p)} p ON p.{pos_env} = e.{env_id} AND p.{wallet} = %s"
+            f" WHERE e.{env_id} = %s"
+        ),
+    )
+
+
 def environment_join(*, environment_id: str, wallet: str) -> tuple[Environment, Position]:
     """Read the environment and the wallet's position, opening one with the starting balance.
 
-    Joining again changes nothing; a closed environment can still be joined to watch it.
+    Joining again changes nothing; a closed environment can still be joined to watch it. Two
+    statements, whoever else joins at the same moment: the position is opened unless it exists
+    (a concurrent first join of the same wallet opens it once), then both rows are read.
     """
-    environment = Environment.objects.filter(pk=environment_id).first()
-    if environment is None:
+    statements = _join_statements(connection.vendor)
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(statements.open, [wallet, now, now, environment_id])
+        cursor.execute(statements.read, [wallet, environment_id])
+        row = cursor.fetchone()
+    if row is None:
         raise DomainError(ErrorCode.ENVIRONMENT_NOT_FOUND, "environment not found")
-    position = Position.objects.filter(environment=environment, wallet=wallet).first()
-    if position is None:
-        try:
-            with transaction.atomic():
-                position = Position.objects.create(
-                    environment=environment,
-                    wallet=wallet,
-                    sol_balance=environment.starting_sol_balance,
-                )
-        except IntegrityError:  # another connection of the same wallet joined first
-            position = Position.objects.get(environment=environment, wallet=wallet)
+    split = len(statements.environment)
+    environment = statements.environment.instance(row[:split])
+    position = statements.position.instance(row[split:])
+    position._state.fields_cache["environment"] = environment
     return environment, position
 
 
@@ -216,9 +254,13 @@ def chat_post(
 
 def chat_set_hidden(*, message_ids: list[int], hidden: bool) -> int:
     """Hide or show chat lines (operators); returns how many changed."""
-    return (
-        ChatMessage.objects.filter(pk__in=message_ids).exclude(hidden=hidden).update(hidden=hidden)
-    )
+    lines = ChatMessage.objects.filter(pk__in=message_ids).exclude(hidden=hidden)
+    environment_ids = set(lines.values_list("environment_id", flat=True))
+    changed = lines.update(hidden=hidden)
+    # Now, and once committed: a join in between may have kept the lines as they were.
+    history_forget(environment_ids)
+    transaction.on_commit(lambda: history_forget(environment_ids))
+    return changed
 
 
 def participant_enter(

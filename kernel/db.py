@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar, cast
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import connections, models
+from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.sql import Query
 
 T = TypeVar("T")
 
@@ -43,3 +46,45 @@ def sql_table(model: type[models.Model]) -> str:
 def sql_column(model: type[models.Model], name: str) -> str:
     """The column of ``model``'s field ``name``, quoted for the default database."""
     return connections["default"].ops.quote_name(model_field(model, name).column)
+
+
+M = TypeVar("M", bound=models.Model)
+
+
+class ModelRows(Generic[M]):
+    """``model``'s instances from rows of a hand-written statement: :attr:`columns` selects
+    every concrete column (table alias ``alias``), :meth:`instance` makes the instance of one
+    row's slice, the values converted as the ORM converts them (SQLite's datetimes, say)."""
+
+    def __init__(self, model: type[M], alias: str) -> None:
+        self.model = model
+        self.fields = list(model._meta.concrete_fields)
+        quote = connections["default"].ops.quote_name
+        self.columns = ", ".join(f"{alias}.{quote(field.column)}" for field in self.fields)
+        self.names = [field.attname for field in self.fields]
+        self._converters: weakref.WeakKeyDictionary[BaseDatabaseWrapper, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def _converters_of(self, wrapper: BaseDatabaseWrapper) -> Any:
+        converters = self._converters.get(wrapper)
+        if converters is None:
+            compiler_class = wrapper.ops.compiler("SQLCompiler")
+            compiler = compiler_class(Query(self.model), wrapper, wrapper.alias)
+            table = self.model._meta.db_table
+            converters = compiler.get_converters([field.get_col(table) for field in self.fields])
+            self._converters[wrapper] = converters
+        return converters
+
+    def instance(self, values: Sequence[Any]) -> M:
+        wrapper = connections[DEFAULT_DB_ALIAS]  # this thread's
+        row = list(values)
+        for index, (functions, expression) in self._converters_of(wrapper).items():
+            value = row[index]
+            for function in functions:
+                value = function(value, expression, wrapper)
+            row[index] = value
+        return self.model.from_db(wrapper.alias, self.names, row)

@@ -134,6 +134,14 @@ def _no_participants_frames(settings: Any) -> None:
     settings.FUNPUMP_PARTICIPANTS_EVERY = 0
 
 
+@pytest.fixture(autouse=True)
+def _fresh_histories() -> None:
+    """A room's history kept by one test (ids repeat across tests) is never another test's."""
+    from environments.selectors import history_forget
+
+    history_forget()
+
+
 @pytest.fixture
 def published_tiers(transactional_db):
     """The data migration's tiers: a transactional test's flush empties the table it filled."""
