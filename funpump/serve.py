@@ -18,9 +18,11 @@ import asyncio
 import gc
 import logging
 import os
+import pprint
 import sys
 from typing import Any
 
+from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.types import ConnectionDeny
 from daphne import server as daphne_server
 from daphne.cli import CommandLineInterface
@@ -43,6 +45,27 @@ WRITE_TEXT = "funpump.write_text"
 GC_THRESHOLDS = (10_000, 10, 10)
 
 logger = logging.getLogger(__name__)
+
+
+class _FormattedIfLogged:
+    """``pprint.pformat`` of a value, done only when a log line shows it.
+
+    autobahn pretty-prints every new connection's 30-odd settings for a debug line whether debug
+    logging is on or not: a tenth of a connection's handshake. It gets this instead.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return pprint.pformat(self.value)
+
+
+autobahn_protocol.pformat = _FormattedIfLogged  # type: ignore[attr-defined,assignment]
+# The module's one other user of pformat must still return a string.
+autobahn_protocol.Timings.__str__ = lambda self: pprint.pformat(self._timings)  # type: ignore[method-assign]
 
 
 class BoundedWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]

@@ -83,7 +83,7 @@ def register(connection: Drainable) -> bool:
 def unregister(connection: Drainable) -> None:
     """The connection is gone and cleaned up."""
     _connections.pop(connection, None)
-    if not _live() and _gone is not None:
+    if _gone is not None and not _live():  # the drain waits for the last one
         _gone.set()
 
 
