@@ -237,19 +237,70 @@ def chat_post(
     )
 
     def post(receipt: Receipt | None) -> ChatPosted:
-        environment = lock_environment(environment_id)
-        lock_position(environment, wallet)  # only participants speak
-        environment.sequence += 1
-        environment.save(update_fields=["sequence"])
-        chat = ChatMessage.objects.create(
-            environment=environment, wallet=wallet, message=message, sequence=environment.sequence
-        )
+        chat = _chat_store(environment_id, wallet, message)
         line = chat_view(chat)  # the same builder reads it back after a Redis loss
-        publish_on_commit(Event(environment.id, chat.sequence, "CHAT_MESSAGE", line))
+        publish_on_commit(Event(environment_id, chat.sequence, "CHAT_MESSAGE", line))
         receipt_answer(receipt, protocol.dump(line))
         return ChatPosted(chat, line)  # the sender's copy is the public one
 
     return run_once(key, post)
+
+
+@dataclass(frozen=True)
+class _ChatStatements:
+    sequence: str  # the environment's next sequence, if the wallet has joined it
+    insert: str
+
+
+CHAT_COLUMNS = ("environment", "wallet", "message", "sequence", "hidden", "created_at")
+
+
+@functools.cache
+def _chat_statements(vendor: str) -> _ChatStatements:
+    e, p, c = Environment, Position, ChatMessage
+    sequence = sql_column(e, "sequence")
+    columns = ", ".join(sql_column(c, name) for name in CHAT_COLUMNS)
+    return _ChatStatements(
+        # An UPDATE locks the row as a trade does (NO KEY UPDATE), in the same order.
+        sequence=(
+            f"UPDATE {sql_table(e)} SET {sequence} = {sequence} + 1"  # noqa: S608
+            f" WHERE {sql_column(e, 'id')} = %s AND EXISTS (SELECT 1 FROM {sql_table(p)}"
+            f" WHERE {sql_column(p, 'environment')} = %s AND {sql_column(p, 'wallet')} = %s)"
+            f" RETURNING {sequence}"
+        ),
+        insert=(
+            f"INSERT INTO {sql_table(c)} ({columns})"  # noqa: S608
+            f" VALUES ({', '.join(['%s'] * len(CHAT_COLUMNS))}) RETURNING {sql_column(c, 'id')}"
+        ),
+    )
+
+
+def _chat_store(environment_id: str, wallet: str, message: str) -> ChatMessage:
+    """Take the environment's next sequence and store the line under it (inside the caller's
+    transaction): two statements. Only participants speak."""
+    statements = _chat_statements(connection.vendor)
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(statements.sequence, [environment_id, environment_id, wallet])
+        row = cursor.fetchone()
+        if row is None:  # no such environment, or the wallet has not joined it
+            lock_position(lock_environment(environment_id), wallet)  # raises the refusal
+            raise DomainError(ErrorCode.UNAUTHORIZED, "join the environment before chatting")
+        [sequence] = row
+        values = [environment_id, wallet, message, sequence, False, now]
+        cursor.execute(statements.insert, values)
+        [pk] = cursor.fetchone()
+    chat = ChatMessage(
+        pk=pk,
+        environment_id=environment_id,
+        wallet=wallet,
+        message=message,
+        sequence=sequence,
+        hidden=False,
+        created_at=now,
+    )
+    chat._state.adding, chat._state.db = False, connection.alias  # as if read back
+    return chat
 
 
 def chat_set_hidden(*, message_ids: list[int], hidden: bool) -> int:
