@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import secrets
 import threading
@@ -53,6 +54,10 @@ RECOVERY_WINDOW = 2.0  # after the layer returns, poll fast while every process 
 FILL_LIMIT = 500  # events read back per query
 LAYER_TIMEOUT = 2.0  # seconds one layer call (send, group change) may take
 GROUP_REFRESH = 3600  # seconds between re-adds of layer groups (the layer expires them)
+# Seconds a room's events skip the layer after its group was found to hold no other process
+# (they are in the database: a process that starts following the room meanwhile reads them
+# back, polling every POLL_EVERY for this long after it joined the group).
+ALONE_FOR = 0.5
 
 
 def participants_every() -> float:
@@ -155,6 +160,7 @@ class Hub:
         self._layer_back.set()
         self._poll_now = asyncio.Event()
         self._fast_until = 0.0
+        self._alone: dict[str, float] = {}  # layer group → when no other process was in it
         self._background: set[asyncio.Task[None]] = set()
         self._chores: set[str] = set()
 
@@ -230,8 +236,13 @@ class Hub:
         if self.shared and self.channel is not None:
             channel = self.channel
             await self._layer_call(lambda: self.layer.group_add(layer_group(key), channel))
+            # A process that found the group empty of others just before may not send the
+            # room's next events for ALONE_FOR: read them from the database meanwhile.
+            self._fast_until = max(self._fast_until, self.loop.time() + ALONE_FOR + POLL_EVERY)
+            self._poll_now.set()
 
     async def _group_discard_unfollowed(self, key: str) -> None:
+        self._alone.pop(layer_group(key), None)
         if key not in self._followed() and self.shared and self.channel is not None:
             channel = self.channel
             await self._layer_call(lambda: self.layer.group_discard(layer_group(key), channel))
@@ -711,9 +722,25 @@ class Hub:
         trips and a receive, to be dropped: one read of the group's members spares them.
         """
         assert self.layer is not None
-        if isinstance(self.layer, RedisChannelLayer) and not await self._others_in(group):
+        if isinstance(self.layer, RedisChannelLayer) and not await self._others_following(
+            group, stored=message.get("type") == "fanout"
+        ):
             return
         await self.layer.group_send(group, message)
+
+    async def _others_following(self, group: str, *, stored: bool) -> bool:
+        """:meth:`_others_in`, or for a room's ``stored`` events (which a process can read back
+        from the database) the answer "none" for ALONE_FOR after Redis last gave it: a busy room
+        of one process reads the group once per ALONE_FOR, not once per event."""
+        now = self.loop.time()
+        if stored and now - self._alone.get(group, -math.inf) < ALONE_FOR:
+            return False
+        others = await self._others_in(group)
+        if others:
+            self._alone.pop(group, None)
+        elif stored:
+            self._alone[group] = now
+        return others
 
     async def _others_in(self, group: str) -> bool:
         """Whether a channel other than this hub's is in ``group`` (channels-redis keeps a

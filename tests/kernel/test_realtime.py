@@ -299,7 +299,9 @@ async def test_a_process_alone_in_a_group_sends_nothing_and_others_get_every_eve
     redis_url, history, monkeypatch
 ):
     """The hub hands the layer only what another process can hear: alone in an environment's
-    group it sends nothing; once another channel is in the group, every event goes out."""
+    group it sends nothing; once another channel is in the group, every event goes out (after
+    at most ``ALONE_FOR``, during which a newcomer reads the room's events from the database)."""
+    monkeypatch.setattr(realtime_hub, "ALONE_FOR", 0.3)
     history([])
     environment = f"env_alone_{secrets.token_hex(4)}"
     hub = Hub(asyncio.get_running_loop())
@@ -329,14 +331,41 @@ async def test_a_process_alone_in_a_group_sends_nothing_and_others_get_every_eve
         await elsewhere.group_add(realtime_hub.layer_group(environment), other)
         hub.submit(Event(environment, 2, "CHAT_MESSAGE", {"message": "m2", "sequence": 2}))
         assert await hub.flush(5)
+        assert sent == []  # still "alone" for ALONE_FOR: the newcomer reads it back
+        await asyncio.sleep(0.35)
+        hub.submit(Event(environment, 3, "CHAT_MESSAGE", {"message": "m3", "sequence": 3}))
+        assert await hub.flush(5)
         heard = await asyncio.wait_for(elsewhere.receive(other), 5)
-        assert (heard["type"], heard["sequence"]) == ("fanout", 2)
-        assert [message["sequence"] for message in sent] == [2]
-        assert socket.sequences == [1, 2]
+        assert (heard["type"], heard["sequence"]) == ("fanout", 3)
+        assert [message["sequence"] for message in sent] == [3]
+        assert socket.sequences == [1, 2, 3]
     finally:
         await elsewhere.group_discard(realtime_hub.layer_group(environment), other)
         await hub.close()
         await elsewhere.flush()
+
+
+async def test_a_process_that_starts_following_a_room_reads_what_was_not_sent_to_it(
+    redis_url, history, monkeypatch
+):
+    """A process still "alone" in a room's group sends it nothing for ALONE_FOR, so one that
+    has just joined the group reads the room's new events from the database meanwhile, well
+    before the slow periodic check (made very slow here) would."""
+    monkeypatch.setattr(realtime_hub, "CHECK_EVERY", 60)
+    fake = history([])
+    hub = Hub(asyncio.get_running_loop())
+    hub._start()
+    await hub._ready.wait()
+    try:
+        await asyncio.sleep(0.1)  # the watcher is now in its slow wait
+        socket = Socket()
+        await hub.join(ENV, "c1", socket.push)
+        hub.ready(ENV, "c1", 0)
+        fake.stored = {number: event(number) for number in (1, 2)}  # committed elsewhere
+        await settle(lambda: len(socket.frames) == 2, timeout=realtime_hub.ALONE_FOR + 1.5)
+        assert socket.sequences == [1, 2]
+    finally:
+        await hub.close()
 
 
 # --- the history the apps register ----------------------------------------------------------
