@@ -46,6 +46,10 @@ GC_THRESHOLDS = (10_000, 10, 10)
 
 logger = logging.getLogger(__name__)
 
+# The last text framed by write_text and its frame: a broadcast hands every member the same
+# string, so it is encoded and framed once, not once per member.
+_last_frame: tuple[str, Any] | None = None
+
 
 class _FormattedIfLogged:
     """``pprint.pformat`` of a value, done only when a log line shows it.
@@ -153,13 +157,24 @@ class BoundedWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         drops the messages of a closed connection)."""
         if self.state != self.STATE_OPEN:
             return
-        try:
-            payload = text.encode()
-        except UnicodeEncodeError:  # a lone surrogate: logged and closed, as the outbox does
-            logger.exception("a frame for %s is not UTF-8; closing the socket", self.client_addr)
-            self.sendCloseFrame(code=1011, isReply=False)
-            return
-        self.sendMessage(payload, False)
+        global _last_frame
+        last = _last_frame
+        if last is not None and last[0] is text:  # the same broadcast to the next member
+            frame = last[1]
+        else:
+            try:
+                payload = text.encode()
+            except UnicodeEncodeError:  # a lone surrogate: logged and closed, as the outbox does
+                logger.exception(
+                    "a frame for %s is not UTF-8; closing the socket", self.client_addr
+                )
+                self.sendCloseFrame(code=1011, isReply=False)
+                return
+            frame = self.factory.prepareMessage(payload, False)
+            _last_frame = (text, frame)
+        # The frame as framed once for every member (written as is unless this client
+        # negotiated compression).
+        self.sendPreparedMessage(frame)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # Twisted buffers every write and has the event loop watch the socket until it is
