@@ -85,6 +85,7 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+
     # Under ASGI every unit of work runs in a worker thread: persistent connections would leak
     # one per thread, and CONN_MAX_AGE=0 without a pool reconnects per query batch. Django's
     # psycopg pool hands connections back at the end of each unit of work.
@@ -100,7 +101,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "timeout": 5,
     }
     # The pool tests a connection before handing it out, so one that died with the server (a
-    # restart, a failover) is replaced instead of failing the next trade.
+    # restart, a failover) is replaced instead of failing the next trade; its test sends a
+    # query only to a connection with something to read (kernel/pgpool.py).
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
     # SQLite for a handful of simultaneous users: WAL lets readers run beside the one writer;

@@ -12,6 +12,8 @@ from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.sql import Query
 
+from kernel import pgpool  # noqa: F401  (gives the database pool its cheap check)
+
 T = TypeVar("T")
 
 
