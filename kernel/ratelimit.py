@@ -4,6 +4,13 @@
 is a sorted set of timestamps per key, trimmed and counted by one Lua script, so the check and
 the update are atomic across processes. Without Redis a per-process log does the same.
 
+A key that sends fast does not ask Redis for every message: when it asks, the process also
+takes as many messages more as the key sent in the last :data:`LEASE_SECONDS` (at most
+:data:`LEASE_MAX` and a tenth of the limit, and never past the limit: Redis counts them as used
+at once) and spends them locally for up to :data:`LEASE_SECONDS`. Unspent ones simply stay
+counted, so a burst that stops at once may be refused up to that many messages early; a slow
+sender asks every time, as before.
+
 While Redis is down the limiter does not wait on it and does not let everyone through: the
 shared breaker (:mod:`kernel.breaker`) opens at the first failure and each process counts in
 its own window (:class:`LocalLimiter`) until Redis answers again, so a wallet keeps its limit
@@ -46,6 +53,23 @@ if granted < wanted then
 end
 return {granted, retry}
 """
+
+
+LEASE_SECONDS = 1.0
+_clock = time.monotonic  # the leases' clock
+LEASE_MAX = 20  # messages taken ahead per Redis call at most
+LEASES_KEPT = 10_000  # keys with a lease before the expired ones are swept
+
+
+@dataclass(slots=True)
+class _Lease:
+    """Messages a key may still send without asking Redis, until ``until``, and how many it
+    sent since ``since`` (the size of its next lease)."""
+
+    tokens: int
+    until: float
+    since: float
+    sent: int
 
 
 def parse_limit(value: str) -> tuple[int, int]:
@@ -112,6 +136,9 @@ class RedisLimiter:
         self.breaker = breaker
         self.fallback = LocalLimiter(limit, window)
         self._script: Any = None  # registered once; each call names the loop's client
+        self._leases: dict[str, _Lease] = {}
+        # At most a tenth of the limit ahead: the most a stopped burst can cost a key.
+        self.lease_max = min(LEASE_MAX, limit // 10)
 
     def _client(self) -> Any:
         """The process's client for the running loop (kernel/redis.py)."""
@@ -120,6 +147,20 @@ class RedisLimiter:
     async def acquire(self, key: str, wanted: int = 1) -> Grant:
         if not self.breaker.should_try():
             return await self.fallback.acquire(key, wanted)
+        now = _clock()
+        lease = self._leases.get(key)
+        held = 0  # messages of the lease spent on this call
+        if lease is not None:
+            if now - lease.since >= LEASE_SECONDS:  # a new second: count the key's pace again
+                lease.since, lease.sent = now, 0
+            if now < lease.until:
+                held = min(lease.tokens, wanted)
+                lease.tokens -= held
+                lease.sent += held
+            if held == wanted:
+                return Grant(wanted, 0)
+        wanted -= held
+        ahead = min(lease.sent if lease is not None else 0, self.lease_max)
         client = self._client()
         if self._script is None:
             self._script = client.register_script(_SLIDING_WINDOW)
@@ -131,7 +172,7 @@ class RedisLimiter:
                     now_ms,
                     self.window_ms,
                     self.limit,
-                    wanted,
+                    wanted + ahead,
                     f"{now_ms}:{secrets.token_hex(6)}",
                 ],
                 client=client,
@@ -140,7 +181,25 @@ class RedisLimiter:
             self.breaker.failed(exc)
             return await self.fallback.acquire(key, wanted)
         self.breaker.succeeded()
-        return Grant(int(granted), int(retry))
+        granted = int(granted)
+        given = min(granted, wanted)
+        self._lease(key, now, tokens=granted - given, sent=given)
+        # Refused ones wait for the window's oldest message to leave it, as Redis says.
+        return Grant(held + given, int(retry) if given < wanted else 0)
+
+    def _lease(self, key: str, now: float, *, tokens: int, sent: int) -> None:
+        lease = self._leases.get(key)
+        if lease is None:
+            if len(self._leases) >= LEASES_KEPT:
+                self._leases = {
+                    kept: held
+                    for kept, held in self._leases.items()
+                    if now - held.since < LEASE_SECONDS or now < held.until
+                }
+            self._leases[key] = _Lease(tokens, now + LEASE_SECONDS, now, sent)
+            return
+        lease.tokens, lease.until = tokens, now + LEASE_SECONDS
+        lease.sent += sent
 
 
 _limiters: dict[str, Limiter] = {}

@@ -94,3 +94,65 @@ def test_only_a_failure_to_reach_redis_opens_the_breaker(caplog):
     assert any(r.levelname == "ERROR" and r.exc_info for r in caplog.records)
     breaker.failed(RedisConnectionError("Error 111 connecting to 127.0.0.1:6379"))
     assert breaker.down
+
+
+# --- taking messages ahead (leases) -----------------------------------------------------------
+
+
+class Counting:
+    """The limiter's script, counting the calls that reach Redis."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.calls = 0
+
+    async def __call__(self, **kwargs):
+        self.calls += 1
+        return await self.real(**kwargs)
+
+
+def counted(limiter: RedisLimiter) -> Counting:
+    client = limiter._client()
+    counting = Counting(client.register_script(_SLIDING_WINDOW))
+    limiter._script = counting
+    return counting
+
+
+async def test_a_fast_sender_asks_redis_for_a_few_of_its_messages_only(redis_url, breaker):
+    limiter = limiter_for(redis_url, breaker, limit=1000)
+    calls = counted(limiter)
+    grants = [await limiter.acquire("wallet:fast") for _ in range(200)]
+    assert all(grant.granted == 1 for grant in grants)
+    assert calls.calls <= 20  # leases of 1, 2, 4 ... 20 messages
+
+
+async def test_leases_never_let_a_key_past_its_limit(redis_url, breaker):
+    limiter = limiter_for(redis_url, breaker, limit=50)
+    grants = [await limiter.acquire("wallet:greedy") for _ in range(80)]
+    assert [grant.granted for grant in grants] == [1] * 50 + [0] * 30
+    assert all(0 < grant.retry_after_ms <= 60_000 for grant in grants[50:])
+
+
+async def test_two_processes_together_stay_within_the_limit(redis_url, breaker):
+    prefix = f"test-{uuid.uuid4().hex}"
+    one, two = (RedisLimiter(redis_url, prefix, 60, 60, breaker=breaker) for _ in range(2))
+    granted = 0
+    for _ in range(60):  # the same wallet on two server processes, interleaved
+        granted += (await one.acquire("wallet:both")).granted
+        granted += (await two.acquire("wallet:both")).granted
+    assert 50 <= granted <= 60  # never past; leased but unsent messages may end it early
+
+
+async def test_a_slow_sender_asks_every_time_and_wastes_nothing(redis_url, breaker, monkeypatch):
+    from kernel import ratelimit
+
+    limiter = limiter_for(redis_url, breaker, limit=5)
+    calls = counted(limiter)
+    clock = [1000.0]
+    monkeypatch.setattr(ratelimit, "_clock", lambda: clock[0])
+    grants = []
+    for _ in range(5):  # one message every 1.5 s: no lease outlives the pace's second
+        grants.append(await limiter.acquire("wallet:slow"))
+        clock[0] += 1.5
+    assert [grant.granted for grant in grants] == [1] * 5  # all five of the limit usable
+    assert calls.calls == 5
