@@ -85,7 +85,6 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-
     # Under ASGI every unit of work runs in a worker thread: persistent connections would leak
     # one per thread, and CONN_MAX_AGE=0 without a pool reconnects per query batch. Django's
     # psycopg pool hands connections back at the end of each unit of work.
