@@ -203,6 +203,14 @@ class BoundedWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
 
     def sendMessage(self, *args: Any, **kwargs: Any) -> None:
         super().sendMessage(*args, **kwargs)
+        self._drop_if_not_reading()
+
+    def sendPreparedMessage(self, preparedMsg: Any) -> None:
+        super().sendPreparedMessage(preparedMsg)
+        self._drop_if_not_reading()
+
+    def _drop_if_not_reading(self) -> None:
+        """Drop the client (4009) once more than FUNPUMP_MAX_BUFFERED_BYTES wait for it."""
         transport = self.transport
         if transport is None:
             return
