@@ -13,17 +13,17 @@ if settings.DEBUG:
 
     django_http = ASGIStaticFilesHandler(django_http)
 
-from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter  # noqa: E402
 
-from gateway.middleware import session_auth_stack  # noqa: E402
-from gateway.routing import websocket_urlpatterns  # noqa: E402
+from gateway.middleware import WebSocketEntry  # noqa: E402
+from gateway.routing import websocket_routes  # noqa: E402
 from voice.worker import CHANNEL as SPEECH_CHANNEL  # noqa: E402
 from voice.worker import SpeechConsumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_http,
-        "websocket": session_auth_stack(URLRouter(websocket_urlpatterns)),
+        "websocket": WebSocketEntry(websocket_routes),
         # Speech workers (FUNPUMP_SPEECH=worker): python manage.py runworker voice-speech
         "channel": ChannelNameRouter({SPEECH_CHANNEL: SpeechConsumer.as_asgi()}),
     }

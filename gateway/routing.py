@@ -1,7 +1,5 @@
-"""WebSocket URL routing: one endpoint, ``/ws``."""
-
-from django.urls import path
+"""WebSocket routing: one endpoint, ``/ws`` (gateway.middleware.WebSocketEntry routes by path)."""
 
 from gateway.consumers import RoomConsumer
 
-websocket_urlpatterns = [path("ws", RoomConsumer.as_asgi())]
+websocket_routes = {"ws": RoomConsumer.as_asgi()}

@@ -166,6 +166,52 @@ async def test_the_session_cookie_authenticates_the_socket(alice, environment):
     await socket.disconnect()
 
 
+async def test_a_session_cookie_that_signs_nobody_in_leaves_the_socket_anonymous(
+    alice, environment
+):
+    headers = [ORIGIN, (b"cookie", b"sessionid=not-a-session; other=1")]
+    socket = await open_socket(headers=headers)
+    reply = await ask(
+        socket,
+        {
+            "type": "JOIN_ENVIRONMENT",
+            "data": {"environmentId": environment.id, "userId": alice.address},
+        },
+    )
+    assert reply["type"] == "ERROR"
+    assert reply["data"]["code"] == "UNAUTHORIZED"
+    await socket.disconnect()
+
+
+async def test_a_bearer_token_names_the_wallet_whatever_the_cookie_says(alice, bob, environment):
+    from asgiref.sync import sync_to_async
+
+    def login_cookie() -> str:  # bob's browser session
+        client = Client()
+        client.force_login(get_user_model().objects.create(username=bob.address))
+        return client.cookies["sessionid"].value
+
+    session = await sync_to_async(login_cookie)()
+    headers = [*alice.headers(), (b"cookie", f"sessionid={session}".encode())]
+    socket = await open_socket(headers=headers)
+    mine = {"environmentId": environment.id, "userId": alice.address}
+    assert (await ask(socket, {"type": "JOIN_ENVIRONMENT", "data": mine}))["type"] == (
+        "ENVIRONMENT_STATE"
+    )
+    theirs = {"environmentId": environment.id, "userId": bob.address}
+    refused = await ask(socket, {"type": "JOIN_ENVIRONMENT", "data": theirs})
+    assert refused["data"]["code"] == "UNAUTHORIZED"
+    await socket.disconnect()
+
+
+async def test_only_ws_is_a_websocket_endpoint(alice):
+    for path in ("/", "/wss", "/ws/", "/api/ws"):
+        communicator = WebsocketCommunicator(application, path, headers=alice.headers())
+        connected, _ = await communicator.connect()
+        assert not connected, path
+        await communicator.wait()
+
+
 # --- joining ----------------------------------------------------------------------------------
 
 
