@@ -80,6 +80,8 @@ PRICE_CHANGED_BY = frozenset({"VIRTUAL_TRADE_EXECUTED", "ROUND_STARTED"})
 STATE_RESET_BY = frozenset({"ROUND_STARTED"})
 ROUND_CHECK_EVERY = 30.0  # seconds between checks for rooms whose new round is due
 _connection_ids = itertools.count(1)
+# The fresh states being sent after a new round, across the process's connections.
+_STATE_RESETS: set[asyncio.Future[None]] = set()
 
 RATE_EXEMPT = frozenset({"HEARTBEAT"})
 # Application close codes (docs/protocol.md lists them with the advice to clients).
@@ -210,7 +212,6 @@ class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         self.slots = [owner for owner, _ in owners]
         self.joined = set()
-        self.state_resets: set[asyncio.Future[None]] = set()
         self.last_joined: str | None = None
         # (mint, environmentId) → the key of the feed it subscribed to
         self.price_feeds: dict[tuple[str, str | None], str] = {}
@@ -487,8 +488,8 @@ class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
         environment_id = event.environment_id
         self.hub.hold(environment_id, self.connection_id)
         task = asyncio.ensure_future(self._send_fresh_state(environment_id))
-        self.state_resets.add(task)
-        task.add_done_callback(self.state_resets.discard)
+        _STATE_RESETS.add(task)  # kept until done: the loop holds tasks weakly
+        task.add_done_callback(_STATE_RESETS.discard)
 
     async def _send_fresh_state(self, environment_id: str) -> None:
         try:

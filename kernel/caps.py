@@ -25,7 +25,7 @@ import ipaddress
 import logging
 import threading
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Hashable
 from typing import Any
 
@@ -292,6 +292,18 @@ class InboundBudget:
     """
 
     POLL = 0.02  # seconds between checks while the application catches up
+    # Every joined socket holds one: slots and a list (a deque is 760 bytes even when empty).
+    __slots__ = (
+        "burst",
+        "clock",
+        "max_bytes",
+        "max_frames",
+        "queued",
+        "queued_bytes",
+        "rate",
+        "tokens",
+        "updated",
+    )
 
     def __init__(
         self,
@@ -308,7 +320,7 @@ class InboundBudget:
         self.clock = clock
         self.tokens = burst
         self.updated = clock()
-        self.queued: deque[int] = deque()
+        self.queued: list[int] = []  # the sizes of the frames waiting, oldest first
         self.queued_bytes = 0
 
     @classmethod
@@ -329,8 +341,10 @@ class InboundBudget:
     def wait(self, waiting_frames: int) -> float:
         """Seconds to stop reading, given how many frames still wait for the application."""
         # Frames leave in order: whatever is gone from the application's queue is the oldest.
-        while len(self.queued) > waiting_frames:
-            self.queued_bytes -= self.queued.popleft()
+        if len(self.queued) > waiting_frames:
+            gone = len(self.queued) - waiting_frames
+            self.queued_bytes -= sum(self.queued[:gone])
+            del self.queued[:gone]
         if len(self.queued) > self.max_frames or self.queued_bytes > self.max_bytes:
             return self.POLL
         if self.rate <= 0:  # no byte budget configured
