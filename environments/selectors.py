@@ -234,12 +234,14 @@ class _History:
     read_at: float
     chat: list[protocol.ChatMessageView]
     trades: list[protocol.TradeView]
+    analytics_at: float  # when the analytics were computed (they may be older than the rest)
     analytics: dict[str, Any]
 
 
 _HISTORIES: OrderedDict[str, _History] = OrderedDict()
 _HISTORIES_LOCK = threading.Lock()
 _HISTORIES_KEPT = 1024  # environments whose history a process keeps
+ANALYTICS_FRESH = 5.0  # seconds a room's 24 h figures at one sequence are reused at most
 
 
 def _history(environment: Environment) -> _History:
@@ -247,20 +249,25 @@ def _history(environment: Environment) -> _History:
 
     A crowd joining a room at once reads it once: a history is reused while the environment's
     sequence and round are unchanged (nothing was traded or said meanwhile, so the same events
-    are in it) and for at most ``FUNPUMP_STATE_CACHE_SECONDS``, which bounds how stale the 24 h
-    analytics (a sliding window) and a chat line hidden by an operator in another process can be.
+    are in it) and for at most ``FUNPUMP_STATE_CACHE_SECONDS``, which bounds how stale a chat
+    line hidden by an operator in another process can be. The 24 h analytics at one sequence
+    change only as their window slides: they are recomputed at most every
+    :data:`ANALYTICS_FRESH` seconds (never less often than the history).
     """
     ttl = settings.FUNPUMP_STATE_CACHE_SECONDS
     now = time.monotonic()
     key = str(environment.pk)
     kept = _HISTORIES.get(key)
-    if (
+    same = (
         kept is not None
         and kept.sequence == environment.sequence
         and kept.round == environment.round
-        and now - kept.read_at < ttl
-    ):
+    )
+    if same and kept is not None and now - kept.read_at < ttl:
         return kept
+    analytics_at, analytics = now, None
+    if same and kept is not None and now - kept.analytics_at < max(ttl, ANALYTICS_FRESH):
+        analytics_at, analytics = kept.analytics_at, kept.analytics
     upto = environment.sequence
     chat = ChatMessage.objects.filter(
         environment=environment, hidden=False, sequence__lte=upto
@@ -274,7 +281,10 @@ def _history(environment: Environment) -> _History:
             trade_view(trade)
             for trade in trades_recent(environment.id, upto=upto, round_=environment.round)
         ],
-        analytics=market_analytics(environment, now=timezone.now()),
+        analytics_at=analytics_at,
+        analytics=(
+            market_analytics(environment, now=timezone.now()) if analytics is None else analytics
+        ),
     )
     if ttl > 0:
         with _HISTORIES_LOCK:

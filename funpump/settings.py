@@ -197,9 +197,9 @@ FUNPUMP_MAX_MESSAGE_BYTES = env.int("FUNPUMP_MAX_MESSAGE_BYTES", default=64 * 10
 FUNPUMP_MAX_JOINED_ENVIRONMENTS = env.int("FUNPUMP_MAX_JOINED_ENVIRONMENTS", default=20)
 # Seconds between the PARTICIPANTS roll calls of each server process (0: no PARTICIPANTS frames).
 FUNPUMP_PARTICIPANTS_EVERY = env.float("FUNPUMP_PARTICIPANTS_EVERY", default=1.0)
-# Seconds a process reuses a room's chat and trade history and 24 h analytics for the joins at
-# one sequence (0: every join reads them); an operator's hide or show in another process, and
-# the sliding 24 h window, are at most this stale in a new member's ENVIRONMENT_STATE.
+# Seconds a process reuses a room's chat and trade history for the joins at one sequence (0:
+# every join reads it): an operator's hide or show in another process is at most this stale in
+# a new member's ENVIRONMENT_STATE. Its 24 h figures are reused for at most 5 s (or this).
 FUNPUMP_STATE_CACHE_SECONDS = env.float("FUNPUMP_STATE_CACHE_SECONDS", default=1.0)
 FUNPUMP_MAX_SUBSCRIPTIONS = env.int("FUNPUMP_MAX_SUBSCRIPTIONS", default=20)
 # Seconds a mutating request's requestId stays taken: a repeat within it is answered, not run.
