@@ -144,6 +144,7 @@ class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
     connection_id: str
     joined: set[str]
     writer: asyncio.Task[None] | None = None  # the outbox's, where frames are not written at once
+    close_sent = False  # set once the socket was told to close
 
     async def __call__(
         self,
@@ -319,15 +320,23 @@ class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def _write(self) -> None:
         try:
-            while True:
+            while not self.close_sent:
                 text = await self.outbox.get()
+                if self.close_sent:  # what is still queued has nowhere to go
+                    return
                 await self.send(text_data=text)
         except asyncio.CancelledError:
             raise
         except Exception:
+            if self.close_sent:  # the server refused a frame after the close: nothing is lost
+                return
             # Nothing else would notice a dead writer: the socket would stay open and silent.
             logger.exception("writing to %s failed; closing it", self.connection_id)
             await self.close(code=1011)
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        self.close_sent = True  # the outbox's writer stops: a send after it is refused
+        await super().close(code=code, reason=reason)
 
     def reply(self, message_type: str, data: Any, request_id: str | None) -> None:
         self.push(protocol.encode(message_type, data, request_id))
