@@ -54,10 +54,12 @@ RECOVERY_WINDOW = 2.0  # after the layer returns, poll fast while every process 
 FILL_LIMIT = 500  # events read back per query
 LAYER_TIMEOUT = 2.0  # seconds one layer call (send, group change) may take
 GROUP_REFRESH = 3600  # seconds between re-adds of layer groups (the layer expires them)
-# Seconds a room's events skip the layer after its group was found to hold no other process
-# (they are in the database: a process that starts following the room meanwhile reads them
-# back, polling every POLL_EVERY for this long after it joined the group).
+# Seconds a room's events and touches skip the layer after its group was found to hold no other
+# process (a process that starts following the key meanwhile reads the events back from the
+# database, polling every POLL_EVERY for this long after it joined the group, and recomputes
+# its feed once it is over).
 ALONE_FOR = 0.5
+RECOVERABLE = frozenset({"fanout", "touch"})  # layer messages a newcomer can do without
 
 
 def participants_every() -> float:
@@ -237,9 +239,11 @@ class Hub:
             channel = self.channel
             await self._layer_call(lambda: self.layer.group_add(layer_group(key), channel))
             # A process that found the group empty of others just before may not send the
-            # room's next events for ALONE_FOR: read them from the database meanwhile.
+            # room's next events for ALONE_FOR: read them from the database meanwhile, and
+            # recompute a feed (rewards, prices) once that is over, whatever it missed.
             self._fast_until = max(self._fast_until, self.loop.time() + ALONE_FOR + POLL_EVERY)
             self._poll_now.set()
+            self.loop.call_later(ALONE_FOR + POLL_EVERY, self.touch, key)
 
     async def _group_discard_unfollowed(self, key: str) -> None:
         self._alone.pop(layer_group(key), None)
@@ -723,22 +727,23 @@ class Hub:
         """
         assert self.layer is not None
         if isinstance(self.layer, RedisChannelLayer) and not await self._others_following(
-            group, stored=message.get("type") == "fanout"
+            group, recoverable=message.get("type") in RECOVERABLE
         ):
             return
         await self.layer.group_send(group, message)
 
-    async def _others_following(self, group: str, *, stored: bool) -> bool:
-        """:meth:`_others_in`, or for a room's ``stored`` events (which a process can read back
-        from the database) the answer "none" for ALONE_FOR after Redis last gave it: a busy room
-        of one process reads the group once per ALONE_FOR, not once per event."""
+    async def _others_following(self, group: str, *, recoverable: bool) -> bool:
+        """:meth:`_others_in`, or for a ``recoverable`` message the answer "none" for ALONE_FOR
+        after Redis last gave it: a busy room of one process reads the group once per ALONE_FOR,
+        not once per event. A room's events are stored (a newcomer reads them back) and a touch
+        only says "recompute" (a newcomer recomputes its feed once ALONE_FOR is over)."""
         now = self.loop.time()
-        if stored and now - self._alone.get(group, -math.inf) < ALONE_FOR:
+        if recoverable and now - self._alone.get(group, -math.inf) < ALONE_FOR:
             return False
         others = await self._others_in(group)
         if others:
             self._alone.pop(group, None)
-        elif stored:
+        elif recoverable:
             self._alone[group] = now
         return others
 

@@ -368,6 +368,34 @@ async def test_a_process_that_starts_following_a_room_reads_what_was_not_sent_to
         await hub.close()
 
 
+async def test_a_feed_a_process_starts_following_is_recomputed_once_it_may_have_missed_a_touch(
+    redis_url, history, monkeypatch
+):
+    """Another process "alone" in a feed's group sends no touch for ALONE_FOR: the newcomer
+    recomputes the feed once that is over, so a change in that window still reaches it."""
+    monkeypatch.setattr(realtime_hub, "ALONE_FOR", 0.2)
+    history([])
+    hub = Hub(asyncio.get_running_loop())
+    hub._start()
+    await hub._ready.wait()
+    value = {"unclaimed": "1"}
+
+    async def compute() -> dict[str, Any]:
+        return dict(value)
+
+    try:
+        socket = Socket()
+        key = f"rewards:{secrets.token_hex(4)}"
+        await hub.subscribe_feed(key, "c1", socket.push, compute, kind="REWARDS_UPDATE")
+        value["unclaimed"] = "2"  # changed by a trade elsewhere, its touch never sent
+        await settle(
+            lambda: any(frame["data"] == {"unclaimed": "2"} for frame in socket.frames),
+            timeout=realtime_hub.ALONE_FOR + 1.5,
+        )
+    finally:
+        await hub.close()
+
+
 # --- the history the apps register ----------------------------------------------------------
 
 
