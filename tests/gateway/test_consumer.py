@@ -143,63 +143,38 @@ async def test_a_bad_or_forged_token_is_refused_at_the_handshake():
         assert not connected, token
 
 
-async def test_the_session_cookie_authenticates_the_socket(alice, environment):
+async def session_cookie(wallet: Wallet) -> tuple[bytes, bytes]:
+    """The ``cookie`` header of a browser whose session signed ``wallet`` in."""
     from asgiref.sync import sync_to_async
 
-    def login_cookie() -> str:
+    def login() -> str:
         client = Client()
-        user = get_user_model().objects.create(username=alice.address)
-        client.force_login(user)
+        client.force_login(get_user_model().objects.create(username=wallet.address))
         return client.cookies["sessionid"].value
 
-    session = await sync_to_async(login_cookie)()
-    headers = [ORIGIN, (b"cookie", f"sessionid={session}".encode())]
-    socket = await open_socket(headers=headers)
-    reply = await ask(
-        socket,
-        {
-            "type": "JOIN_ENVIRONMENT",
-            "data": {"environmentId": environment.id, "userId": alice.address},
-        },
-    )
-    assert reply["type"] == "ENVIRONMENT_STATE"
+    return (b"cookie", f"sessionid={await sync_to_async(login)()}".encode())
+
+
+async def test_the_session_cookie_authenticates_the_socket(alice, environment):
+    socket = await open_socket(headers=[ORIGIN, await session_cookie(alice)])
+    assert (await ask(socket, join_frame(environment, alice)))["type"] == "ENVIRONMENT_STATE"
     await socket.disconnect()
 
 
 async def test_a_session_cookie_that_signs_nobody_in_leaves_the_socket_anonymous(
     alice, environment
 ):
-    headers = [ORIGIN, (b"cookie", b"sessionid=not-a-session; other=1")]
-    socket = await open_socket(headers=headers)
-    reply = await ask(
-        socket,
-        {
-            "type": "JOIN_ENVIRONMENT",
-            "data": {"environmentId": environment.id, "userId": alice.address},
-        },
-    )
+    socket = await open_socket(headers=[ORIGIN, (b"cookie", b"sessionid=not-a-session; a=1")])
+    reply = await ask(socket, join_frame(environment, alice))
     assert reply["type"] == "ERROR"
     assert reply["data"]["code"] == "UNAUTHORIZED"
     await socket.disconnect()
 
 
 async def test_a_bearer_token_names_the_wallet_whatever_the_cookie_says(alice, bob, environment):
-    from asgiref.sync import sync_to_async
-
-    def login_cookie() -> str:  # bob's browser session
-        client = Client()
-        client.force_login(get_user_model().objects.create(username=bob.address))
-        return client.cookies["sessionid"].value
-
-    session = await sync_to_async(login_cookie)()
-    headers = [*alice.headers(), (b"cookie", f"sessionid={session}".encode())]
-    socket = await open_socket(headers=headers)
-    mine = {"environmentId": environment.id, "userId": alice.address}
-    assert (await ask(socket, {"type": "JOIN_ENVIRONMENT", "data": mine}))["type"] == (
-        "ENVIRONMENT_STATE"
-    )
-    theirs = {"environmentId": environment.id, "userId": bob.address}
-    refused = await ask(socket, {"type": "JOIN_ENVIRONMENT", "data": theirs})
+    socket = await open_socket(headers=[*alice.headers(), await session_cookie(bob)])
+    assert (await ask(socket, join_frame(environment, alice)))["type"] == "ENVIRONMENT_STATE"
+    refused = await ask(socket, join_frame(environment, bob))
     assert refused["data"]["code"] == "UNAUTHORIZED"
     await socket.disconnect()
 
