@@ -247,9 +247,14 @@ class FunPumpClient:
             if waiter is not None and not waiter.done():
                 waiter.set_result(message)
         for handler in self.handlers.get(message.get("type", ""), []) + self.handlers.get("*", []):
-            result = handler(message)
-            if inspect.isawaitable(result):
-                await result
+            # A failing handler is the application's bug: logged, it must not stop the reading
+            # (every later reply and broadcast would be lost, and requests time out).
+            try:
+                result = handler(message)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("handler of %s failed", message.get("type"))
 
     async def _reconnect(self) -> bool:
         for attempt in range(1, self.reconnect_attempts + 1):

@@ -50,6 +50,17 @@ async def test_request_matches_its_reply_and_handlers_see_every_message():
     server.close()
 
 
+async def test_a_failing_handler_is_logged_and_the_client_keeps_reading(caplog):
+    recorder = Recorder()
+    server, url = await start(recorder)
+    async with FunPumpClient(url, token="t") as client:
+        client.on("HEARTBEAT", lambda message: message["data"]["missing"])  # raises KeyError
+        assert (await client.request("HEARTBEAT"))["type"] == "HEARTBEAT"
+        assert (await client.request("HEARTBEAT", timeout=2))["type"] == "HEARTBEAT"
+    assert "handler of HEARTBEAT failed" in caplog.text
+    server.close()
+
+
 async def test_batching_sends_one_frame_per_type_within_the_window():
     recorder = Recorder()
     server, url = await start(recorder)
