@@ -78,8 +78,28 @@ def fee(amount: int, bps: int) -> int:
     return -(-amount * bps // BPS)
 
 
+class Priced:
+    """A market priced by its :attr:`reserves` (SOL lamports, raw tokens): curve and pool."""
+
+    __slots__ = ()
+
+    @property
+    def reserves(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    @property
+    def spot_price(self) -> Decimal:
+        """SOL per whole token: ``(S / 10^9) / (T / 10^6)`` of the reserves."""
+        return spot_price(*self.reserves)
+
+    @property
+    def market_cap(self) -> int:
+        """Lamports: ``S * 10^15 // T`` (the price of the whole supply)."""
+        return market_cap(*self.reserves)
+
+
 @dataclass(frozen=True, slots=True)
-class Curve:
+class Curve(Priced):
     """Reserves and fee rates of one bonding curve."""
 
     virtual_sol: int = DEFAULT_VIRTUAL_SOL
@@ -97,16 +117,6 @@ class Curve:
     def reserves(self) -> tuple[int, int]:
         """The SOL and token reserves that price it: the virtual ones."""
         return self.virtual_sol, self.virtual_token
-
-    @property
-    def spot_price(self) -> Decimal:
-        """SOL per whole token: ``(vS / 10^9) / (vT / 10^6)``."""
-        return spot_price(self.virtual_sol, self.virtual_token)
-
-    @property
-    def market_cap(self) -> int:
-        """Lamports: ``vS * 10^15 // vT`` (the price of the whole supply)."""
-        return market_cap(self.virtual_sol, self.virtual_token)
 
     def buy(self, amount: int) -> Fill[Curve]:
         """Spend at most ``amount`` lamports, fees included, on tokens."""

@@ -48,7 +48,6 @@ raises :class:`trading.curve.AmountTooSmall`.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from decimal import Decimal
 
 from trading.curve import (
     BPS,
@@ -57,10 +56,9 @@ from trading.curve import (
     AmountTooSmall,
     Curve,
     Fill,
+    Priced,
     fee,
 )
-from trading.curve import market_cap as market_cap_of
-from trading.curve import spot_price as spot_price_of
 
 # PumpSwap's fees on canonical pools created by pump.fun's ``migrate``, in basis points.
 DEFAULT_LP_FEE_BPS = 20
@@ -75,7 +73,7 @@ DEFAULT_MAX_TRADE = 50 * LAMPORTS_PER_SOL
 
 
 @dataclass(frozen=True, slots=True)
-class Pool:
+class Pool(Priced):
     """Reserves and fee rates of one constant-product pool."""
 
     sol: int
@@ -88,16 +86,6 @@ class Pool:
     def reserves(self) -> tuple[int, int]:
         """The SOL and token reserves that price it."""
         return self.sol, self.token
-
-    @property
-    def spot_price(self) -> Decimal:
-        """SOL per whole token: ``(S / 10^9) / (T / 10^6)``."""
-        return spot_price_of(self.sol, self.token)
-
-    @property
-    def market_cap(self) -> int:
-        """Lamports: ``S * 10^15 // T`` (the pool's price of the whole supply, as the curve's)."""
-        return market_cap_of(self.sol, self.token)
 
     def _fees(self, amount: int) -> tuple[int, int, int]:
         return (
