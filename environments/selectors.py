@@ -258,15 +258,15 @@ def _history(environment: Environment) -> _History:
     now = time.monotonic()
     key = str(environment.pk)
     kept = _HISTORIES.get(key)
-    same = (
-        kept is not None
-        and kept.sequence == environment.sequence
-        and kept.round == environment.round
-    )
-    if same and kept is not None and now - kept.read_at < ttl:
+    if kept is not None and (kept.sequence, kept.round) != (
+        environment.sequence,
+        environment.round,
+    ):
+        kept = None  # something happened since: nothing of it is reused
+    if kept is not None and now - kept.read_at < ttl:
         return kept
     analytics_at, analytics = now, None
-    if same and kept is not None and now - kept.analytics_at < max(ttl, ANALYTICS_FRESH):
+    if kept is not None and now - kept.analytics_at < max(ttl, ANALYTICS_FRESH):
         analytics_at, analytics = kept.analytics_at, kept.analytics
     upto = environment.sequence
     chat = ChatMessage.objects.filter(
