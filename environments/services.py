@@ -285,7 +285,7 @@ def _chat_store(environment_id: str, wallet: str, message: str) -> ChatMessage:
         row = cursor.fetchone()
         if row is None:  # no such environment, or the wallet has not joined it
             lock_position(lock_environment(environment_id), wallet)  # raises the refusal
-            raise DomainError(ErrorCode.UNAUTHORIZED, "join the environment before chatting")
+            return _chat_store(environment_id, wallet, message)  # it joined meanwhile
         [sequence] = row
         values = [environment_id, wallet, message, sequence, False, now]
         cursor.execute(statements.insert, values)
