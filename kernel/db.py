@@ -61,8 +61,9 @@ class ModelRows(Generic[M]):
     def __init__(self, model: type[M], alias: str) -> None:
         self.model = model
         self.fields = list(model._meta.concrete_fields)
-        quote = connections["default"].ops.quote_name
-        self.columns = ", ".join(f"{alias}.{quote(field.column)}" for field in self.fields)
+        self.columns = ", ".join(
+            f"{alias}.{sql_column(model, field.name)}" for field in self.fields
+        )
         self.names = [field.attname for field in self.fields]
         self._converters: weakref.WeakKeyDictionary[BaseDatabaseWrapper, Any] = (
             weakref.WeakKeyDictionary()

@@ -56,9 +56,9 @@ return {granted, retry}
 
 
 LEASE_SECONDS = 1.0
-_clock = time.monotonic  # the leases' clock
 LEASE_MAX = 20  # messages taken ahead per Redis call at most
 LEASES_KEPT = 10_000  # keys with a lease before the expired ones are swept
+_clock = time.monotonic  # the leases' clock
 
 
 @dataclass(slots=True)
