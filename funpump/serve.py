@@ -211,9 +211,10 @@ class BoundedWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         self._drop_if_not_reading()
 
     def _drop_if_not_reading(self) -> None:
-        """Drop the client (4009) once more than FUNPUMP_MAX_BUFFERED_BYTES wait for it."""
+        """Drop the client (4009) once more than FUNPUMP_MAX_BUFFERED_BYTES wait for it (once:
+        a prepared frame to a compressing client passes here twice, through sendMessage)."""
         transport = self.transport
-        if transport is None:
+        if transport is None or self.state != self.STATE_OPEN:
             return
         buffered = len(getattr(transport, "dataBuffer", b"")) + getattr(
             transport, "_tempDataLen", 0

@@ -320,7 +320,7 @@ class RoomConsumer(VoiceHandlers, AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def _write(self) -> None:
         try:
-            while not self.close_sent:
+            while True:
                 text = await self.outbox.get()
                 if self.close_sent:  # what is still queued has nowhere to go
                     return
